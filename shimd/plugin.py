@@ -1,0 +1,223 @@
+# -*- test-case-name: tests.test_plugin -*-
+"""
+The plugin registry: plugins register by type and id, declare the plugin
+types they require, and are initialised in dependency order, as containerd's
+shim does with its plugin graph.
+
+The built-in plugins are the event publisher (C{io.containerd.event.v1}), the
+internal shutdown service (C{io.containerd.internal.v1}) and the task service
+(C{io.containerd.ttrpc.v1}), which requires both. Third-party plugins are
+found with L{twisted.plugin.getPlugins} in the L{shimd.plugins} package.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import attr
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from shimd.config import ShimConfig
+from shimd.interfaces import IPluginContext, IShimPlugin
+
+EVENT_PLUGIN = "io.containerd.event.v1"
+INTERNAL_PLUGIN = "io.containerd.internal.v1"
+TTRPC_PLUGIN = "io.containerd.ttrpc.v1"
+ALL_TYPES = "*"
+
+log = Logger()
+
+
+class PluginError(Exception):
+    """
+    The plugins cannot be initialised as registered: a requirement is missing,
+    requirements form a cycle, an id is registered twice, or a lookup found
+    no instance or several.
+    """
+
+
+class SkipPlugin(Exception):
+    """
+    Raised by a plugin's initialiser to leave the plugin out.
+    """
+
+
+def _types(types: Iterable[str]) -> tuple[str, ...]:
+    return tuple(types)
+
+
+@implementer(IShimPlugin)
+@attr.s(frozen=True, auto_attribs=True)
+class Registration:
+    """
+    A plugin given as a type, an id, its requirements and an initialiser.
+    """
+
+    type: str
+    id: str
+    initialiser: Callable[[IPluginContext], object]
+    requires: Sequence[str] = attr.ib(default=(), converter=_types)
+
+    def initialise(self, context: IPluginContext) -> object:
+        return self.initialiser(context)
+
+
+@implementer(IPluginContext)
+class PluginContext:
+    """
+    The context plugins are initialised in; it collects their instances.
+    """
+
+    def __init__(self, reactor: Any, config: ShimConfig) -> None:
+        self.reactor = reactor
+        self.config = config
+        self._instances: dict[str, dict[str, object]] = {}
+
+    def add(self, plugin: IShimPlugin, instance: object) -> None:
+        self._instances.setdefault(plugin.type, {})[plugin.id] = instance
+
+    def get(self, type: str, id: str | None = None) -> object:
+        instances = self._instances.get(type, {})
+        if id is not None:
+            if id not in instances:
+                raise PluginError(f"no initialised plugin {type}.{id}")
+            return instances[id]
+        if len(instances) != 1:
+            raise PluginError(
+                f"expected one initialised plugin of type {type}, "
+                f"found {len(instances)}"
+            )
+        return next(iter(instances.values()))
+
+    def getAll(self, type: str) -> dict[str, object]:
+        return dict(self._instances.get(type, {}))
+
+
+class PluginRegistry:
+    """
+    Plugins by type and id, and the order to initialise them in.
+    """
+
+    def __init__(self) -> None:
+        self._plugins: dict[tuple[str, str], IShimPlugin] = {}
+
+    def register(self, plugin: IShimPlugin) -> None:
+        """
+        @raise PluginError: when a plugin of the same type and id is already
+            registered.
+        """
+        key = (plugin.type, plugin.id)
+        if key in self._plugins:
+            raise PluginError(f"plugin {plugin.type}.{plugin.id} registered twice")
+        self._plugins[key] = plugin
+
+    def discover(self, package: Any = None) -> None:
+        """
+        Register the third-party plugins found by L{twisted.plugin.getPlugins}
+        in C{package} (by default L{shimd.plugins}).
+        """
+        from twisted.plugin import getPlugins
+
+        if package is None:
+            import shimd.plugins as package
+        for plugin in getPlugins(IShimPlugin, package):
+            self.register(plugin)
+
+    def ordered(self) -> list[IShimPlugin]:
+        """
+        Every plugin, each after all the plugins of the types it requires.
+
+        @raise PluginError: naming the plugin and the type, when a required
+            type has no plugin; naming the plugins, when requirements form a
+            cycle.
+        """
+        byType: dict[str, list[str]] = {}
+        for plugin in self._plugins.values():
+            byType.setdefault(plugin.type, []).append(_name(plugin))
+        dependencies: dict[str, list[str]] = {}
+        for plugin in self._plugins.values():
+            needed: list[str] = []
+            for required in plugin.requires:
+                if required == ALL_TYPES:
+                    needed.extend(
+                        _name(p)
+                        for p in self._plugins.values()
+                        if p.type != plugin.type
+                    )
+                elif required in byType:
+                    needed.extend(byType[required])
+                else:
+                    raise PluginError(
+                        f"plugin {_name(plugin)} requires a plugin of type "
+                        f"{required}, and none is registered"
+                    )
+            dependencies[_name(plugin)] = needed
+        plugins = {_name(p): p for p in self._plugins.values()}
+        return [plugins[name] for name in _topological(dependencies)]
+
+    def initialise(self, context: PluginContext) -> PluginContext:
+        """
+        Initialise every plugin in dependency order, adding each instance to
+        C{context}. A plugin that raises L{SkipPlugin} is left out.
+
+        @return: C{context}.
+        """
+        for plugin in self.ordered():
+            try:
+                instance = plugin.initialise(context)
+            except SkipPlugin as reason:
+                log.info(
+                    "skipping plugin {plugin}: {reason}",
+                    plugin=_name(plugin),
+                    reason=reason,
+                )
+                continue
+            context.add(plugin, instance)
+        return context
+
+
+def _name(plugin: IShimPlugin) -> str:
+    return f"{plugin.type}.{plugin.id}"
+
+
+def _topological(dependencies: dict[str, list[str]]) -> list[str]:
+    """
+    Order plugin names after the names they depend on, keeping registration
+    order where the graph leaves it free.
+
+    @raise PluginError: naming the plugins of a cycle.
+    """
+    ordered: list[str] = []
+    done: set[str] = set()
+    path: list[str] = []
+
+    def visit(plugin: str) -> None:
+        if plugin in done:
+            return
+        if plugin in path:
+            cycle = [*path[path.index(plugin) :], plugin]
+            raise PluginError("plugin requirements form a cycle: " + " -> ".join(cycle))
+        path.append(plugin)
+        for dependency in dependencies[plugin]:
+            visit(dependency)
+        path.pop()
+        done.add(plugin)
+        ordered.append(plugin)
+
+    for plugin in dependencies:
+        visit(plugin)
+    return ordered
+
+
+def builtinPlugins() -> Iterable[IShimPlugin]:
+    """
+    The plugins every shim has: the publisher, the shutdown service and the
+    task service.
+    """
+    from shimd.events import publisherPlugin
+    from shimd.shutdown import shutdownPlugin
+    from shimd.task.service import taskPlugin
+
+    return [publisherPlugin, shutdownPlugin, taskPlugin]
