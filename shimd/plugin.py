@@ -141,11 +141,7 @@ class PluginRegistry:
             needed: list[str] = []
             for required in plugin.requires:
                 if required == ALL_TYPES:
-                    needed.extend(
-                        _name(p)
-                        for p in self._plugins.values()
-                        if p.type != plugin.type
-                    )
+                    needed.extend(_name(p) for p in self._plugins.values())
                 elif required in byType:
                     needed.extend(byType[required])
                 else:
@@ -153,7 +149,9 @@ class PluginRegistry:
                         f"plugin {_name(plugin)} requires a plugin of type "
                         f"{required}, and none is registered"
                     )
-            dependencies[_name(plugin)] = needed
+            dependencies[_name(plugin)] = [
+                name for name in needed if name != _name(plugin)
+            ]
         plugins = {_name(p): p for p in self._plugins.values()}
         return [plugins[name] for name in _topological(dependencies)]
 

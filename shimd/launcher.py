@@ -1,0 +1,547 @@
+# -*- test-case-name: tests.test_launcher -*-
+"""
+C{containerd-shim-pyrunc-v2}: the binary containerd runs.
+
+containerd runs it as C{start} to get a shim for a new container, and as
+C{delete} to clean up after a shim that went away. Both run on containerd's
+critical path, so this module uses the standard library alone: it never
+imports Twisted or the protobuf runtime. Without an action it runs the shim
+daemon itself, which C{start} spawns.
+
+The command line follows Go's C{flag} package, as containerd writes it::
+
+    -namespace NS -address A -publish-binary B -id ID [-debug] start
+    -namespace NS -address A -publish-binary B -id ID -bundle P delete
+    -v
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Sequence
+
+from shimd import RUNTIME_NAME, __version__, wire
+
+SOCKET_DIR = "/run/containerd/s"
+DEFAULT_RUNC_ROOT = "/run/containerd/runc"
+GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
+RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
+LISTEN_FD = 3
+LISTEN_BACKLOG = 4096
+SOCKET_MODE = 0o600
+SIGKILL_STATUS = 128 + 9
+
+_BOOLEAN_FLAGS = frozenset({"debug", "v", "info"})
+_VALUE_FLAGS = frozenset(
+    {"namespace", "id", "socket", "bundle", "address", "publish-binary"}
+)
+_ACTIONS = frozenset({"start", "delete"})
+
+
+class LaunchError(Exception):
+    """
+    The action failed; the message is what containerd shows its user.
+    """
+
+
+class Flags:
+    """
+    The parsed command line. (A plain class: C{attrs} and C{dataclasses}
+    cost more to import than this whole module.)
+    """
+
+    def __init__(self) -> None:
+        self.namespace = ""
+        self.id = ""
+        self.socket = ""
+        self.bundle = ""
+        self.address = ""
+        self.publishBinary = "containerd"
+        self.debug = False
+        self.version = False
+        self.info = False
+        self.arguments: list[str] = []
+
+    @property
+    def action(self) -> str | None:
+        return self.arguments[0] if self.arguments else None
+
+
+def parseFlags(argv: Sequence[str]) -> Flags:
+    """
+    Parse a command line the way Go's C{flag} package does: one or two
+    dashes, C{-name value} or C{-name=value}, flags before the first
+    positional argument, C{--} ending them. Unknown flags are tolerated: an
+    unknown C{-name} takes the next word as its value unless that word is a
+    flag or an action.
+    """
+    flags = Flags()
+    values: dict[str, str] = {}
+    booleans: dict[str, bool] = {}
+    index = 0
+    while index < len(argv):
+        word = argv[index]
+        if word == "--":
+            index += 1
+            break
+        if not word.startswith("-") or word == "-":
+            break
+        name, hasValue, value = word.lstrip("-").partition("=")
+        index += 1
+        if name in _BOOLEAN_FLAGS:
+            booleans[name] = (
+                value.lower() in ("", "1", "t", "true") if hasValue else True
+            )
+        elif name in _VALUE_FLAGS:
+            if not hasValue:
+                if index >= len(argv):
+                    raise LaunchError(f"flag needs an argument: -{name}")
+                value = argv[index]
+                index += 1
+            values[name] = value
+        elif not hasValue and index < len(argv):
+            following = argv[index]
+            if not following.startswith("-") and following not in _ACTIONS:
+                index += 1
+    flags.arguments = list(argv[index:])
+    flags.namespace = values.get("namespace", "")
+    flags.id = values.get("id", "")
+    flags.socket = values.get("socket", "")
+    flags.bundle = values.get("bundle", "")
+    flags.address = values.get("address", "")
+    flags.publishBinary = values.get("publish-binary", "containerd")
+    flags.debug = booleans.get("debug", False)
+    flags.version = booleans.get("v", False)
+    flags.info = booleans.get("info", False)
+    return flags
+
+
+def cleanPath(path: str) -> str:
+    """
+    Go's C{path.Clean}: the shortest equivalent path, lexically.
+    """
+    if not path:
+        return "."
+    rooted = path.startswith("/")
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part in ("", "."):
+            continue
+        if part == "..":
+            if parts and parts[-1] != "..":
+                parts.pop()
+            elif not rooted:
+                parts.append(part)
+            continue
+        parts.append(part)
+    cleaned = "/".join(parts)
+    if rooted:
+        return "/" + cleaned
+    return cleaned or "."
+
+
+def joinPath(*elements: str) -> str:
+    """
+    Go's C{filepath.Join}: join the non-empty elements and clean the result.
+    """
+    nonEmpty = [element for element in elements if element]
+    return cleanPath("/".join(nonEmpty)) if nonEmpty else ""
+
+
+def socketAddress(
+    containerdAddress: str, namespace: str, group: str, socketDir: str = SOCKET_DIR
+) -> str:
+    """
+    The shim's socket address, as the Go shim derives it: a hash of
+    containerd's address, the namespace and the group key, under the socket
+    directory.
+    """
+    key = joinPath(containerdAddress, namespace, group).encode("utf-8")
+    return f"unix://{joinPath(socketDir, hashlib.sha256(key).hexdigest())}"
+
+
+def groupKey(spec: dict[str, object], id: str) -> str:
+    """
+    The key that decides which shim serves a container: the first grouping
+    annotation present in its OCI spec, or else its own id.
+    """
+    annotations = spec.get("annotations")
+    if isinstance(annotations, dict):
+        for name in GROUP_ANNOTATIONS:
+            if name in annotations:
+                return str(annotations[name])
+    return id
+
+
+def readSpec(bundle: str) -> dict[str, object]:
+    """
+    Read a bundle's OCI runtime spec.
+
+    @raise LaunchError: when it is missing or not a JSON object.
+    """
+    path = os.path.join(bundle, "config.json")
+    try:
+        with open(path, "rb") as f:
+            spec = json.load(f)
+    except (OSError, ValueError) as e:
+        raise LaunchError(f"read {path}: {e}") from e
+    if not isinstance(spec, dict):
+        raise LaunchError(f"read {path}: not a JSON object")
+    return spec
+
+
+def listen(address: str) -> socket.socket | None:
+    """
+    Bind and listen on the address's filesystem socket, owner-only.
+
+    @return: the listening socket, or L{None} when a shim already listens
+        there (the group's shim, which this container joins).
+    """
+    path = address.removeprefix("unix://")
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
+    for attempt in (1, 2):
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        previous = os.umask(0o177)
+        try:
+            listener.bind(path)
+        except OSError as e:
+            listener.close()
+            if e.errno != errno.EADDRINUSE or attempt == 2:
+                raise LaunchError(f"create new shim socket: {e}") from e
+            if canConnect(path):
+                return None
+            os.unlink(path)
+            continue
+        finally:
+            os.umask(previous)
+        os.chmod(path, SOCKET_MODE)
+        listener.listen(LISTEN_BACKLOG)
+        return listener
+    raise AssertionError("unreachable")
+
+
+def canConnect(path: str, timeout: float = 0.1) -> bool:
+    """
+    Whether something accepts connections on a socket path.
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(timeout)
+    try:
+        probe.connect(path)
+    except OSError:
+        return False
+    finally:
+        probe.close()
+    return True
+
+
+def writeAddress(bundle: str, address: str) -> None:
+    """
+    Write the bundle's C{address} file atomically, without a newline.
+    """
+    temporary = os.path.join(bundle, ".address")
+    try:
+        os.unlink(temporary)
+    except FileNotFoundError:
+        pass
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, address.encode("utf-8"))
+    finally:
+        os.close(fd)
+    os.rename(temporary, os.path.join(bundle, "address"))
+
+
+def runtimeOptions(stdin: bytes) -> dict[int, list[int | bytes]]:
+    """
+    The C{containerd.runc.v1.Options} containerd passed on C{start}'s stdin
+    as a C{google.protobuf.Any}, decoded by field number; empty when none.
+    """
+    if not stdin:
+        return {}
+    try:
+        envelope = wire.decode(stdin)
+    except wire.WireError:
+        return {}
+    if wire.lastString(envelope, 1) != RUNC_OPTIONS_TYPE:
+        return {}
+    try:
+        return wire.decode(wire.lastBytes(envelope, 2))
+    except wire.WireError:
+        return {}
+
+
+def daemonCommand(flags: Flags) -> list[str]:
+    """
+    The command line of the daemon that C{start} spawns: this same program,
+    without an action, as the Go shim re-executes itself.
+    """
+    script = os.path.abspath(sys.argv[0])
+    if script.endswith(".py"):
+        command = [sys.executable, "-m", "shimd.launcher"]
+    else:
+        command = [sys.executable, script]
+    command += ["-namespace", flags.namespace, "-id", flags.id]
+    command += ["-address", flags.address]
+    if flags.debug:
+        command.append("-debug")
+    return command
+
+
+def spawnDaemon(command: list[str], listener: socket.socket, bundle: str) -> int:
+    """
+    Spawn the daemon in a new session, with the listener as its fd 3 and
+    C{/dev/null} as its stdio, so that it holds nothing of containerd's
+    output pipe.
+
+    @return: its pid.
+    """
+    inherited = os.dup(listener.fileno())
+    while inherited == LISTEN_FD:
+        inherited = os.dup(listener.fileno())
+    devnull = os.devnull
+    try:
+        return os.posix_spawn(
+            command[0],
+            command,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
+                (os.POSIX_SPAWN_DUP2, inherited, LISTEN_FD),
+            ],
+            setsid=True,
+        )
+    finally:
+        os.close(inherited)
+
+
+def cgroupMode() -> str:
+    """
+    C{"v2"} on a unified cgroup hierarchy, C{"v1"} on a legacy or hybrid one.
+    """
+    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
+        return "v2"
+    return "v1"
+
+
+def joinCgroup(pid: int, cgroup: str) -> None:
+    """
+    Move a process into a cgroup: the one path on cgroup v2, or the same path
+    under every v1 controller that has it.
+    """
+    relative = cgroup.lstrip("/")
+    if cgroupMode() == "v2":
+        targets = [os.path.join("/sys/fs/cgroup", relative)]
+    else:
+        targets = [
+            os.path.join("/sys/fs/cgroup", controller, relative)
+            for controller in sorted(os.listdir("/sys/fs/cgroup"))
+        ]
+        targets = [t for t in targets if os.path.isdir(t)]
+    if not targets:
+        raise LaunchError(f"cgroup {cgroup} does not exist")
+    for target in targets:
+        with open(os.path.join(target, "cgroup.procs"), "w") as f:
+            f.write(str(pid))
+
+
+def adjustOOMScore(pid: int) -> None:
+    """
+    Give the daemon an OOM score one above its parent's (containerd's), so
+    that the kernel kills the shim before containerd.
+    """
+    with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
+        score = int(f.read().strip())
+    with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+        f.write(str(min(score + 1, 1000)))
+
+
+def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) -> str:
+    """
+    The C{start} action: make sure a shim serves the container's group.
+
+    @param socketDir: the directory of the shim sockets; only tests change it.
+    @return: the address to print.
+    """
+    spec = readSpec(bundle)
+    address = socketAddress(
+        flags.address, flags.namespace, groupKey(spec, flags.id), socketDir
+    )
+    listener = listen(address)
+    if listener is None:
+        writeAddress(bundle, address)
+        return address
+    path = address.removeprefix("unix://")
+    try:
+        writeAddress(bundle, address)
+        options = runtimeOptions(stdin)
+        pid = spawnDaemon(daemonCommand(flags), listener, bundle)
+    except BaseException:
+        listener.close()
+        os.unlink(path)
+        raise
+    listener.close()
+    try:
+        shimCgroup = wire.lastString(options, 3)
+        if shimCgroup:
+            joinCgroup(pid, shimCgroup)
+        adjustOOMScore(pid)
+    except (OSError, LaunchError) as e:
+        os.kill(pid, 9)
+        os.unlink(path)
+        raise LaunchError(f"configure shim process: {e}") from e
+    return address
+
+
+def runRunc(command: list[str]) -> int:
+    """
+    Run a runc command to completion, its output going to our stderr (which
+    containerd logs), never to our stdout.
+
+    @return: its exit status.
+    """
+    try:
+        pid = os.posix_spawnp(
+            command[0],
+            command,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, 2, 1),
+            ],
+        )
+    except OSError as e:
+        print(f"{RUNTIME_NAME}: run {command[0]}: {e}", file=sys.stderr)
+        return 127
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+
+
+def unmountAll(target: str) -> None:
+    """
+    Unmount everything stacked on C{target}, until nothing is mounted there.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    encoded = target.encode()
+    while libc.umount2(encoded, 0) == 0:
+        pass
+    error = ctypes.get_errno()
+    if error not in (errno.EINVAL, errno.ENOENT):
+        raise OSError(error, f"unmount {target}: {os.strerror(error)}")
+
+
+def delete(flags: Flags, cwd: str) -> bytes:
+    """
+    The C{delete} action: clean up after a shim that is gone. Force-delete
+    the container with runc, unmount its rootfs, and report it killed.
+
+    @return: the encoded C{containerd.task.v2.DeleteResponse} to print.
+    """
+    bundle = joinPath(os.path.dirname(cwd), flags.id)
+    runtimePath = os.path.join(bundle, "runtime")
+    try:
+        with open(runtimePath) as f:
+            runcBinary = f.read().strip() or "runc"
+    except OSError as e:
+        reason = (e.strerror or str(e)).lower()
+        raise LaunchError(f"open {runtimePath}: {reason}") from e
+    try:
+        with open(os.path.join(bundle, "options.json")) as f:
+            options = json.load(f)
+    except (OSError, ValueError):
+        options = {}
+    root = os.path.join(options.get("root") or DEFAULT_RUNC_ROOT, flags.namespace)
+    if os.path.exists(os.path.join(root, flags.id)):
+        runRunc(
+            [
+                runcBinary,
+                "--root",
+                root,
+                "--log",
+                os.path.join(bundle, "log.json"),
+                "--log-format",
+                "json",
+                "delete",
+                "--force",
+                flags.id,
+            ]
+        )
+    try:
+        unmountAll(os.path.join(bundle, "rootfs"))
+    except OSError as e:
+        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+    try:
+        with open(os.path.join(bundle, "init.pid")) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError):
+        pid = -1
+    now = time.time_ns()
+    return (
+        wire.varintField(1, pid & 0xFFFFFFFF)
+        + wire.varintField(2, SIGKILL_STATUS)
+        + wire.bytesField(
+            3, wire.timestamp(now // 1_000_000_000, now % 1_000_000_000), always=True
+        )
+    )
+
+
+def version(argv0: str) -> str:
+    """
+    The C{-v} text, in the Go shim's layout.
+    """
+    return (
+        f"{argv0}:\n  Version:  {__version__}\n  Revision: {__version__}\n"
+        f"  Python version: {sys.version.split()[0]}\n\n"
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """
+    Run the binary: C{-v}, C{start}, C{delete}, or the daemon.
+
+    @return: the exit status.
+    """
+    arguments = sys.argv[1:] if argv is None else argv
+    try:
+        flags = parseFlags(arguments)
+    except LaunchError as e:
+        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+        return 2
+    if flags.version:
+        sys.stdout.write(version(sys.argv[0]))
+        return 0
+    if not flags.namespace:
+        print(f"{RUNTIME_NAME}: shim namespace cannot be empty", file=sys.stderr)
+        return 1
+    try:
+        if flags.action == "start":
+            stdin = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
+            address = start(flags, stdin, os.getcwd())
+            sys.stdout.write(address)
+            sys.stdout.flush()
+            return 0
+        if flags.action == "delete":
+            sys.stdout.buffer.write(delete(flags, os.getcwd()))
+            sys.stdout.flush()
+            return 0
+        if flags.action is None:
+            from shimd.daemon import runFromLauncher
+
+            return runFromLauncher(flags)
+        raise LaunchError(f"invalid action {flags.action!r}")
+    except (LaunchError, OSError) as e:
+        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
