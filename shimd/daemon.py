@@ -62,10 +62,15 @@ def run(argv: Sequence[str], logPath: str | None = None) -> int:
 
     epollreactor.install()
     from twisted.internet import reactor
-    from twisted.logger import Logger, LogLevel, globalLogBeginner
+    from twisted.logger import (
+        FilteringLogObserver,
+        Logger,
+        LogLevel,
+        globalLogBeginner,
+    )
     from twisted.python import usage
 
-    from shimd.logrus import LogrusObserver
+    from shimd.logrus import LogrusObserver, quietTwisted
     from shimd.tap import Options, makeService
 
     options = Options()
@@ -74,6 +79,7 @@ def run(argv: Sequence[str], logPath: str | None = None) -> int:
     except usage.UsageError as e:
         print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
         return 1
+    level = LogLevel.debug if options["debug"] else LogLevel.info
     observer = LogrusObserver(
         2,
         {
@@ -81,9 +87,12 @@ def run(argv: Sequence[str], logPath: str | None = None) -> int:
             "pid": str(os.getpid()),
             "runtime": RUNTIME_NAME,
         },
-        LogLevel.debug if options["debug"] else LogLevel.info,
+        level,
     )
-    globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
+    globalLogBeginner.beginLoggingTo(
+        [FilteringLogObserver(observer, [quietTwisted(level)])],
+        redirectStandardIO=False,
+    )
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     log = Logger(namespace="shimd.daemon")
     service = makeService(options, reactor)

@@ -16,7 +16,12 @@ import errno
 import os
 from datetime import UTC, datetime
 
-from twisted.logger import ILogObserver, LogLevel, formatEvent
+from twisted.logger import (
+    ILogObserver,
+    LogLevel,
+    LogLevelFilterPredicate,
+    formatEvent,
+)
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -152,3 +157,16 @@ class LogrusObserver:
             if e.errno in (errno.EAGAIN, errno.EPIPE, errno.EBADF):
                 return 0
             raise
+
+
+def quietTwisted(level: LogLevel) -> LogLevelFilterPredicate:
+    """
+    A filter that passes shimd's own events from C{level} up, and Twisted's
+    chatter (factories starting and stopping, ports closing) only from
+    warnings up, unless C{level} is debug.
+    """
+    predicate = LogLevelFilterPredicate(
+        defaultLogLevel=level if level == LogLevel.debug else LogLevel.warn
+    )
+    predicate.setLogLevelForNamespace("shimd", level)
+    return predicate

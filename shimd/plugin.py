@@ -118,11 +118,18 @@ class PluginRegistry:
         Register the third-party plugins found by L{twisted.plugin.getPlugins}
         in C{package} (by default L{shimd.plugins}).
         """
+        import warnings
+
         from twisted.plugin import getPlugins
 
         if package is None:
             import shimd.plugins as package
-        for plugin in getPlugins(IShimPlugin, package):
+        with warnings.catch_warnings():
+            # An editable install's path finder makes Twisted's module walker
+            # warn about a "PEP 302 violation"; the plugins are found anyway.
+            warnings.filterwarnings("ignore", message=".*PEP 302 violation")
+            plugins = list(getPlugins(IShimPlugin, package))
+        for plugin in plugins:
             self.register(plugin)
 
     def ordered(self) -> list[IShimPlugin]:

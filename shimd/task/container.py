@@ -1,0 +1,731 @@
+# -*- test-case-name: tests.test_task_service -*-
+"""
+One container: its bundle, its runc, its init and exec processes, its
+cgroup, and the order in which its events leave.
+
+Ordering, per container:
+    - a process's start event leaves before its exit event, even when it dies
+      at once: exits that arrive while a start is in progress are held until
+      the start event has been queued;
+    - the init process's exit is recorded and published only after the exits
+      of the container's execs (which die with it), so that containerd sees
+      them first; the wait is bounded by L{EXEC_EXIT_WAIT}.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import attr
+from google.protobuf.any_pb2 import Any as AnyMessage
+from google.protobuf.message import DecodeError, Message
+from twisted.logger import Logger
+
+from shimd import cgroups, mount
+from shimd.protos import events_pb2, runc_options_pb2, task_pb2
+from shimd.reaper import Exit, Reaper
+from shimd.runc import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
+from shimd.stdio import ProcessIO, StdioError, createIO
+from shimd.task import errors
+from shimd.task.process import ExecProcess, InitProcess, Process, State
+
+RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
+CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
+DRAIN_TIMEOUT = 2.0
+EXEC_EXIT_WAIT = 5.0
+SIGKILL = 9
+
+Publish = Callable[[str, Message], None]
+
+
+@attr.s(auto_attribs=True, kw_only=True)
+class Environment:
+    """
+    What every container of a shim shares.
+
+    @ivar spawn: starts processes (runc, logging binaries).
+    @ivar publish: queues an event for containerd.
+    @ivar oomWatcher: watches containers' cgroups for OOM kills.
+    @ivar onOOM: called with a container id when its cgroup reports an OOM.
+    """
+
+    reactor: Any
+    namespace: str
+    reaper: Reaper
+    spawn: Spawner
+    publish: Publish
+    oomWatcher: Any = None
+    onOOM: Callable[[str], None] | None = None
+
+
+def decodeOptions(options: AnyMessage) -> runc_options_pb2.Options:
+    """
+    The runc options of a C{Create}: empty when none were given.
+
+    @raise TTRPCError: C{UNKNOWN} for any other type.
+    """
+    decoded = runc_options_pb2.Options()
+    if not options.type_url:
+        return decoded
+    if options.type_url != RUNC_OPTIONS_TYPE:
+        raise errors.unknown(f"type with url {options.type_url}: not found")
+    try:
+        decoded.ParseFromString(options.value)
+    except DecodeError as e:
+        raise errors.unknown(f"unmarshal {RUNC_OPTIONS_TYPE}: {e}") from e
+    return decoded
+
+
+def optionsJSON(options: runc_options_pb2.Options) -> bytes:
+    """
+    C{options.json} as the Go shim writes it: the options' JSON names, in
+    field order, leaving out what is unset.
+    """
+    document = {
+        field.name: value
+        for field, value in sorted(options.ListFields(), key=lambda f: f[0].number)
+    }
+    return json.dumps(document, separators=(",", ":")).encode()
+
+
+def killAllOnExit(bundle: str) -> bool:
+    """
+    Whether the container's other processes must be killed when its init
+    exits: unless it has a pid namespace of its own, in which case the kernel
+    does it. True when the spec cannot be read, as in Go.
+    """
+    try:
+        with open(os.path.join(bundle, "config.json"), "rb") as f:
+            spec = json.load(f)
+        namespaces = spec.get("linux", {}).get("namespaces", []) or []
+    except (OSError, ValueError, AttributeError):
+        return True
+    return not any(
+        isinstance(n, dict) and n.get("type") == "pid" and not n.get("path")
+        for n in namespaces
+    )
+
+
+def _writePrivate(path: str, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data)
+    finally:
+        os.close(fd)
+
+
+def _readPid(path: str) -> int:
+    with open(path) as f:
+        return int(f.read().strip())
+
+
+class Container:
+    """
+    A container and its processes.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        environment: Environment,
+        request: task_pb2.CreateTaskRequest,
+        options: runc_options_pb2.Options,
+    ) -> None:
+        self.environment = environment
+        self.id = request.id
+        self.bundle = request.bundle
+        self.options = options
+        self.rootfsMounts = list(request.rootfs)
+        self.rootfs = os.path.join(request.bundle, "rootfs")
+        self.runc = Runc(
+            environment.spawn,
+            options.binary_name,
+            os.path.join(options.root or DEFAULT_ROOT, environment.namespace),
+            os.path.join(request.bundle, "log.json"),
+            criu=options.criu_path,
+            systemdCgroup=options.systemd_cgroup,
+        )
+        self.init = InitProcess(
+            request.id,
+            request.stdin,
+            request.stdout,
+            request.stderr,
+            request.terminal,
+            checkpoint=request.checkpoint,
+            parentCheckpoint=request.parent_checkpoint,
+        )
+        self.execs: dict[str, ExecProcess] = {}
+        self.cgroup: Any = None
+        self.killAllOnExit = killAllOnExit(request.bundle)
+        self._starts = 0
+        self._held: list[tuple[str, Message]] = []
+        self._initExit: Exit | None = None
+        self._killingAll = False
+        self._execWait: Any = None
+
+    # -- creation ---------------------------------------------------------
+
+    async def create(self) -> int:
+        """
+        Create the container and queue C{/tasks/create}, before any exit of
+        its init (which may die at once).
+
+        @return: the init pid (0 for a checkpoint, restored at start).
+        """
+        self._starts += 1
+        event: tuple[str, Message] | None = None
+        try:
+            await self._create()
+            io = events_pb2.TaskIO(
+                stdin=self.init.stdin,
+                stdout=self.init.stdout,
+                stderr=self.init.stderr,
+                terminal=self.init.terminal,
+            )
+            event = (
+                "/tasks/create",
+                events_pb2.TaskCreate(
+                    container_id=self.id,
+                    bundle=self.bundle,
+                    rootfs=self.rootfsMounts,
+                    io=io,
+                    checkpoint=self.init.checkpoint,
+                    pid=self.init.pid,
+                ),
+            )
+        finally:
+            self._startEnded(event)
+        return self.init.pid
+
+    async def _create(self) -> None:
+        """
+        Write the bundle's option files, mount the rootfs, set up stdio and
+        run C{runc create} (or, from a checkpoint, leave it to C{Start}).
+        """
+        _writePrivate(
+            os.path.join(self.bundle, "options.json"), optionsJSON(self.options)
+        )
+        _writePrivate(
+            os.path.join(self.bundle, "runtime"), self.options.binary_name.encode()
+        )
+        if self.rootfsMounts:
+            os.makedirs(self.rootfs, mode=0o711, exist_ok=True)
+            try:
+                mount.mountAll(self.rootfsMounts, self.rootfs)
+            except mount.MountError as e:
+                raise errors.unknown(e.rootfsMessage) from e
+        try:
+            io = self._createIO(self.init)
+            self.init.io = io
+            if self.init.checkpoint:
+                return
+            await io.prepare()
+            launch = self.environment.reaper.launching()
+            try:
+                running = self.runc.create(
+                    self.id,
+                    self.bundle,
+                    os.path.join(self.bundle, "init.pid"),
+                    io.runcStdio,
+                    consoleSocket=io.consoleSocket,
+                    noPivot=self.options.no_pivot_root,
+                    noNewKeyring=self.options.no_new_keyring,
+                )
+                io.spawned()
+                await running
+                await self._attach(io)
+                self.init.pid = _readPid(os.path.join(self.bundle, "init.pid"))
+                self._watch(self.init)
+            finally:
+                launch.done()
+        except BaseException:
+            await self._cleanUpFailedCreate()
+            raise
+        self._loadCgroup()
+
+    async def _attach(self, io: ProcessIO) -> None:
+        try:
+            await io.attach()
+        except StdioError as e:
+            raise errors.unknown(str(e)) from e
+        except OSError as e:
+            raise errors.unknown(f"failed to start io pipe copy: {e}") from e
+
+    def _createIO(self, process: Process) -> ProcessIO:
+        try:
+            return createIO(
+                self.environment.reactor,
+                self.environment.spawn,
+                self.id,
+                self.environment.namespace,
+                process.stdin,
+                process.stdout,
+                process.stderr,
+                process.terminal,
+                self.options.io_uid,
+                self.options.io_gid,
+            )
+        except (StdioError, OSError) as e:
+            raise errors.unknown(f"failed to create process I/O: {e}") from e
+
+    async def _cleanUpFailedCreate(self) -> None:
+        if self.init.io is not None:
+            await self.init.io.close()
+        self._unmountRootfs()
+
+    def _loadCgroup(self) -> None:
+        try:
+            self.cgroup = cgroups.loadCgroup(self.init.pid)
+        except Exception as e:
+            self.log.error(
+                "loading the cgroup of container {id} failed: {error}",
+                id=self.id,
+                error=e,
+            )
+
+    def _unmountRootfs(self) -> None:
+        if not self.rootfsMounts:
+            return
+        try:
+            mount.unmountAll(self.rootfs)
+        except OSError as e:
+            self.log.warn("failed to clean up rootfs mount: {error}", error=e)
+
+    # -- lookups ----------------------------------------------------------
+
+    def process(self, execID: str) -> Process:
+        """
+        The init process for an empty exec id, or the exec.
+
+        @raise TTRPCError: C{NOT_FOUND} for an unknown exec id.
+        """
+        if not execID:
+            return self.init
+        found = self.execs.get(execID)
+        if found is None:
+            raise errors.notFound(f"process does not exist {execID}")
+        return found
+
+    def exec(self, execID: str) -> ExecProcess:
+        process = self.process(execID)
+        assert isinstance(process, ExecProcess)
+        return process
+
+    # -- start ------------------------------------------------------------
+
+    async def start(self, process: Process) -> int:
+        """
+        Start the init process (or restore it from its checkpoint) or an
+        exec, and queue its start event before any exit of it.
+
+        @return: its pid.
+        """
+        process.refuse("start")
+        process.starting = True
+        self._starts += 1
+        event: tuple[str, Message] | None = None
+        try:
+            if process is self.init:
+                await self._startInit()
+                event = (
+                    "/tasks/start",
+                    events_pb2.TaskStart(container_id=self.id, pid=process.pid),
+                )
+            else:
+                assert isinstance(process, ExecProcess)
+                await self._startExec(process)
+                event = (
+                    "/tasks/exec-started",
+                    events_pb2.TaskExecStarted(
+                        container_id=self.id, exec_id=process.id, pid=process.pid
+                    ),
+                )
+        finally:
+            process.starting = False
+            self._startEnded(event)
+            self._maybeFinishInitExit()
+        return process.pid
+
+    async def _startInit(self) -> None:
+        if self.init.state is State.CREATED_CHECKPOINT:
+            await self._restore()
+        else:
+            try:
+                await self.runc.start(self.id)
+            except RuncError as e:
+                raise errors.unknown(e.message) from e
+        if self.init.state in (State.CREATED, State.CREATED_CHECKPOINT):
+            self.init.state = State.RUNNING
+        if self.cgroup is not None:
+            if getattr(self.cgroup, "enableControllers", None) is not None:
+                self.cgroup.enableControllers()
+            watcher = self.environment.oomWatcher
+            if watcher is not None and self.environment.onOOM is not None:
+                try:
+                    watcher.add(self.id, self.cgroup, self.environment.onOOM)
+                except Exception as e:
+                    self.log.error("add cg to OOM monitor: {error}", error=e)
+
+    async def _restore(self) -> None:
+        io = self.init.io
+        assert io is not None
+        await io.prepare()
+        launch = self.environment.reaper.launching()
+        try:
+            running = self.runc.restore(
+                self.id,
+                self.bundle,
+                imagePath=self.init.checkpoint,
+                workPath=self.options.criu_work_path
+                or os.path.join(self.bundle, "work"),
+                pidFile=os.path.join(self.bundle, "init.pid"),
+                stdio=io.runcStdio,
+                parentPath=self.init.parentCheckpoint,
+                consoleSocket=io.consoleSocket,
+                noPivot=self.options.no_pivot_root,
+            )
+            io.spawned()
+            try:
+                await running
+            except RuncError as e:
+                raise errors.unknown(e.message) from e
+            await self._attach(io)
+            self.init.pid = _readPid(os.path.join(self.bundle, "init.pid"))
+            self._watch(self.init)
+        finally:
+            launch.done()
+        self._loadCgroup()
+
+    async def _startExec(self, process: ExecProcess) -> None:
+        io = self._createIO(process)
+        process.io = io
+        spec = dict(process.spec, terminal=process.terminal)
+        directory = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+        fd, processPath = tempfile.mkstemp(prefix="runc-process", dir=directory)
+        pidFile = os.path.join(self.bundle, f"{process.id}.pid")
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(spec, f)
+            await io.prepare()
+            launch = self.environment.reaper.launching()
+            try:
+                running = self.runc.exec(
+                    self.id,
+                    processPath,
+                    pidFile,
+                    io.runcStdio,
+                    consoleSocket=io.consoleSocket,
+                )
+                io.spawned()
+                try:
+                    await running
+                except RuncError as e:
+                    process.startFailed(Exit(0, 255, time.time_ns()))
+                    await io.close()
+                    raise errors.unknown(e.message) from e
+                await self._attach(io)
+                process.pid = _readPid(pidFile)
+                process.state = State.RUNNING
+                self._watch(process)
+            finally:
+                launch.done()
+        finally:
+            try:
+                os.unlink(processPath)
+            except OSError:
+                pass
+
+    def _startEnded(self, event: tuple[str, Message] | None) -> None:
+        if event is not None:
+            self.environment.publish(*event)
+        self._starts -= 1
+        if not self._starts:
+            held, self._held = self._held, []
+            for topic, message in held:
+                self.environment.publish(topic, message)
+
+    # -- exits ------------------------------------------------------------
+
+    def _watch(self, process: Process) -> None:
+        watched = self.environment.reaper.watch(process.pid)
+        watched.addCallback(lambda exit: self.processExited(process, exit))
+        watched.addErrback(
+            lambda failure: self.log.failure("handling an exit failed", failure)
+        )
+
+    def processExited(self, process: Process, exit: Exit) -> None:
+        """
+        A process of this container has been reaped.
+        """
+        if process.state is State.DELETED:
+            return
+        if process is not self.init:
+            process.setExited(exit)
+            self._publishExit(process, exit)
+            self._maybeFinishInitExit()
+            return
+        self._initExit = exit
+        if self.init.state is State.PAUSED:
+            self.runc.resume(self.id).addErrback(
+                lambda failure: self.log.warn(
+                    "resume of exited container failed: {error}",
+                    error=failure.getErrorMessage(),
+                )
+            )
+        self._execWait = self.environment.reactor.callLater(
+            EXEC_EXIT_WAIT, self._finishInitExit
+        )
+        if self.killAllOnExit:
+            self._killingAll = True
+            killed = self.runc.kill(self.id, SIGKILL, all=True)
+            killed.addErrback(
+                lambda failure: self.log.debug(
+                    "kill --all after init exit: {error}",
+                    error=failure.getErrorMessage(),
+                )
+            )
+            killed.addBoth(self._killedAll)
+        else:
+            self._maybeFinishInitExit()
+
+    def _killedAll(self, result: object) -> None:
+        self._killingAll = False
+        self._maybeFinishInitExit()
+
+    def _execsRunning(self) -> bool:
+        return any(e.starting or e.state is State.RUNNING for e in self.execs.values())
+
+    def _maybeFinishInitExit(self) -> None:
+        if self._initExit is None or self._killingAll or self._execsRunning():
+            return
+        self._finishInitExit()
+
+    def _finishInitExit(self) -> None:
+        exit, self._initExit = self._initExit, None
+        if self._execWait is not None and self._execWait.active():
+            self._execWait.cancel()
+        self._execWait = None
+        if exit is None or self.init.state is State.DELETED:
+            return
+        self.init.setExited(exit)
+        self._publishExit(self.init, exit)
+
+    def publish(self, topic: str, event: Message) -> None:
+        """
+        Queue an event of this container, after the events of any start in
+        progress.
+        """
+        if self._starts:
+            self._held.append((topic, event))
+        else:
+            self.environment.publish(topic, event)
+
+    def _publishExit(self, process: Process, exit: Exit) -> None:
+        seconds, nanos = divmod(exit.exitedAt, 1_000_000_000)
+        event = events_pb2.TaskExit(
+            container_id=self.id,
+            id=process.id,
+            pid=exit.pid,
+            exit_status=exit.status,
+        )
+        event.exited_at.seconds = seconds
+        event.exited_at.nanos = nanos
+        self.publish("/tasks/exit", event)
+
+    # -- the other calls --------------------------------------------------
+
+    async def delete(self, process: Process) -> None:
+        """
+        Delete a process: wait (bounded) for its output, close its stdio;
+        for init, C{runc delete} and unmount the rootfs too.
+        """
+        if process is self.init:
+            self.init.refuseDelete()
+        else:
+            process.refuse("delete")
+        if process.io is not None:
+            await process.io.waitDrained(DRAIN_TIMEOUT)
+        if process is self.init:
+            if self.init.pid:
+                try:
+                    await self.runc.delete(self.id)
+                except RuncError as e:
+                    if "does not exist" not in str(e):
+                        message = lastRuntimeError(self.runc.logPath) or str(e)
+                        raise errors.unknown(f"failed to delete task: {message}") from e
+            if self._execWait is not None:
+                self._finishInitExit()
+        if process.io is not None:
+            await process.io.close()
+        process.deleted()
+        if process is self.init:
+            self._unmountRootfs()
+            if self.environment.oomWatcher is not None:
+                self.environment.oomWatcher.remove(self.id)
+        else:
+            self.execs.pop(process.id, None)
+            try:
+                os.unlink(os.path.join(self.bundle, f"{process.id}.pid"))
+            except OSError:
+                pass
+
+    async def kill(self, process: Process, signal: int, all: bool) -> None:
+        if isinstance(process, ExecProcess):
+            process.refuseKill()
+            try:
+                os.kill(process.pid, signal)
+            except ProcessLookupError as e:
+                raise errors.notFound("process already finished") from e
+            except OSError as e:
+                raise errors.unknown(f"exec kill error: {e}") from e
+            return
+        self.init.refuseKill()
+        try:
+            await self.runc.kill(self.id, signal, all=all)
+        except RuncError as e:
+            text = str(e)
+            if any(
+                reason in text
+                for reason in (
+                    "process already finished",
+                    "container not running",
+                    "no such process",
+                )
+            ):
+                raise errors.notFound("process already finished") from e
+            if "does not exist" in text:
+                raise errors.notFound("no such container") from e
+            raise errors.unknown(f"unknown error after kill: {text}") from e
+
+    def addExec(self, request: task_pb2.ExecProcessRequest) -> ExecProcess:
+        """
+        Register an exec in the created state; nothing runs until C{Start}.
+        """
+        if request.exec_id in self.execs:
+            raise errors.alreadyExists(f"id {request.exec_id}")
+        self.init.refuse("exec")
+        try:
+            spec = json.loads(request.spec.value or b"{}")
+        except ValueError as e:
+            raise errors.invalidArgument(f"exec spec is not JSON: {e}") from e
+        if not isinstance(spec, dict):
+            raise errors.invalidArgument("exec spec is not a JSON object")
+        process = ExecProcess(
+            request.exec_id,
+            spec,
+            request.stdin,
+            request.stdout,
+            request.stderr,
+            request.terminal,
+        )
+        self.execs[request.exec_id] = process
+        return process
+
+    async def pause(self) -> None:
+        self.init.refuse("pause")
+        self.init.state = State.PAUSING
+        try:
+            await self.runc.pause(self.id)
+        except RuncError as e:
+            if self.init.state is State.PAUSING:
+                self.init.state = State.RUNNING
+            raise errors.unknown(e.message) from e
+        if self.init.state is State.PAUSING:
+            self.init.state = State.PAUSED
+
+    async def resume(self) -> None:
+        self.init.refuse("resume")
+        try:
+            await self.runc.resume(self.id)
+        except RuncError as e:
+            raise errors.unknown(e.message) from e
+        if self.init.state is State.PAUSED:
+            self.init.state = State.RUNNING
+
+    async def update(self, resources: AnyMessage) -> None:
+        self.init.refuse("update")
+        try:
+            document = json.loads(resources.value or b"{}")
+        except ValueError as e:
+            raise errors.invalidArgument(f"resources are not JSON: {e}") from e
+        try:
+            await self.runc.update(self.id, json.dumps(document).encode())
+        except RuncError as e:
+            raise errors.unknown(e.message) from e
+
+    async def checkpoint(self, path: str, options: AnyMessage) -> None:
+        self.init.refuse("checkpoint")
+        decoded = runc_options_pb2.CheckpointOptions()
+        if options.type_url:
+            if options.type_url != CHECKPOINT_OPTIONS_TYPE:
+                raise errors.unknown(f"type with url {options.type_url}: not found")
+            decoded.ParseFromString(options.value)
+        work = decoded.work_path or os.path.join(self.bundle, "work", "criu-work")
+        try:
+            await self.runc.checkpoint(
+                self.id,
+                imagePath=path,
+                workPath=work,
+                openTCP=decoded.open_tcp,
+                externalUnixSockets=decoded.external_unix_sockets,
+                terminal=decoded.terminal,
+                fileLocks=decoded.file_locks,
+                emptyNamespaces=list(decoded.empty_namespaces),
+                leaveRunning=not decoded.exit,
+            )
+        except RuncError as e:
+            dumpLog = os.path.join(self.bundle, "criu-dump.log")
+            try:
+                shutil.copyfile(os.path.join(work, "dump.log"), dumpLog)
+            except OSError as copyError:
+                self.log.error(
+                    "failed to copy dump.log to criu-dump.log: {error}",
+                    error=copyError,
+                )
+            firstLine = str(e).split("\n", 1)[0]
+            raise errors.unknown(f"{firstLine} path= {dumpLog}") from e
+        finally:
+            if not decoded.work_path:
+                shutil.rmtree(work, ignore_errors=True)
+
+    async def pids(self) -> list[tuple[int, str]]:
+        """
+        The container's processes: each host pid, with its exec id when it
+        is an exec's.
+        """
+        try:
+            pids = await self.runc.ps(self.id)
+        except RuncError as e:
+            raise errors.unknown(str(e)) from e
+        execPids = {e.pid: e.id for e in self.execs.values() if e.pid}
+        return [(pid, execPids.get(pid, "")) for pid in pids]
+
+    def resize(self, process: Process, width: int, height: int) -> None:
+        process.refuse("resize")
+        if process.io is not None:
+            process.io.resize(width, height)
+
+    def closeIO(self, process: Process) -> None:
+        if process.io is not None:
+            process.io.closeStdin()
+
+    def stats(self) -> AnyMessage:
+        if self.cgroup is None:
+            raise errors.notFound("cgroup does not exist")
+        try:
+            metrics = self.cgroup.stats()
+        except OSError as e:
+            raise errors.unknown(f"failed to read cgroup stats: {e}") from e
+        return AnyMessage(
+            type_url=self.cgroup.typeURL, value=metrics.SerializeToString()
+        )
+
+    def hasProcesses(self) -> bool:
+        return self.init.state is not State.DELETED
