@@ -24,14 +24,19 @@ import os
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from shimd import RUNTIME_NAME, __version__, wire
+from shimd.bootstrap import (
+    decodeOptionsAny,
+    parseStartInput,
+    runcFeatures,
+    runtimeInfo,
+)
 
 SOCKET_DIR = "/run/containerd/s"
 DEFAULT_RUNC_ROOT = "/run/containerd/runc"
 GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
-RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
 LISTEN_FD = 3
 LISTEN_BACKLOG = 4096
 SOCKET_MODE = 0o600
@@ -258,43 +263,28 @@ def writeAddress(bundle: str, address: str) -> None:
     os.rename(temporary, os.path.join(bundle, "address"))
 
 
-def runtimeOptions(stdin: bytes) -> dict[int, list[int | bytes]]:
+def daemonArguments(namespace: str, id: str, address: str, debug: bool) -> list[str]:
     """
-    The C{containerd.runc.v1.Options} containerd passed on C{start}'s stdin
-    as a C{google.protobuf.Any}, decoded by field number; empty when none.
+    The daemon's flags, as the Go shim gives its own re-executed daemon.
     """
-    if not stdin:
-        return {}
-    try:
-        envelope = wire.decode(stdin)
-    except wire.WireError:
-        return {}
-    if wire.lastString(envelope, 1) != RUNC_OPTIONS_TYPE:
-        return {}
-    try:
-        return wire.decode(wire.lastBytes(envelope, 2))
-    except wire.WireError:
-        return {}
+    arguments = ["-namespace", namespace, "-id", id, "-address", address]
+    return [*arguments, "-debug"] if debug else arguments
 
 
-def daemonCommand(flags: Flags) -> list[str]:
+def daemonCommand(arguments: list[str]) -> list[str]:
     """
     The command line of the daemon that C{start} spawns: this same program,
-    without an action, as the Go shim re-executes itself.
+    without an action.
     """
     script = os.path.abspath(sys.argv[0])
-    if script.endswith(".py"):
-        command = [sys.executable, "-m", "shimd.launcher"]
-    else:
-        command = [sys.executable, script]
-    command += ["-namespace", flags.namespace, "-id", flags.id]
-    command += ["-address", flags.address]
-    if flags.debug:
-        command.append("-debug")
-    return command
+    if script.endswith(".py") or not os.path.isfile(script):
+        return [sys.executable, "-m", "shimd.launcher", *arguments]
+    return [sys.executable, script, *arguments]
 
 
-def spawnDaemon(command: list[str], listener: socket.socket, bundle: str) -> int:
+def spawnDaemon(
+    command: list[str], listener: socket.socket, environ: Mapping[str, str]
+) -> int:
     """
     Spawn the daemon in a new session, with the listener as its fd 3 and
     C{/dev/null} as its stdio, so that it holds nothing of containerd's
@@ -310,7 +300,7 @@ def spawnDaemon(command: list[str], listener: socket.socket, bundle: str) -> int
         return os.posix_spawn(
             command[0],
             command,
-            os.environ,
+            environ,
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
@@ -371,26 +361,38 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
     @param socketDir: the directory of the shim sockets; only tests change it.
     @return: the address to print.
     """
+    given = parseStartInput(
+        stdin,
+        flags.id,
+        flags.namespace,
+        flags.address,
+        flags.debug,
+        os.environ,
+        socketDir,
+    )
     spec = readSpec(bundle)
     address = socketAddress(
-        flags.address, flags.namespace, groupKey(spec, flags.id), socketDir
+        given.address, given.namespace, groupKey(spec, flags.id), given.socketDir
     )
     listener = listen(address)
     if listener is None:
         writeAddress(bundle, address)
         return address
     path = address.removeprefix("unix://")
+    environ = dict(os.environ)
+    if given.ttrpcAddress:
+        environ["TTRPC_ADDRESS"] = given.ttrpcAddress
+    arguments = daemonArguments(given.namespace, flags.id, given.address, given.debug)
     try:
         writeAddress(bundle, address)
-        options = runtimeOptions(stdin)
-        pid = spawnDaemon(daemonCommand(flags), listener, bundle)
+        pid = spawnDaemon(daemonCommand(arguments), listener, environ)
     except BaseException:
         listener.close()
         os.unlink(path)
         raise
     listener.close()
     try:
-        shimCgroup = wire.lastString(options, 3)
+        shimCgroup = wire.lastString(given.options, 3)
         if shimCgroup:
             joinCgroup(pid, shimCgroup)
         adjustOOMScore(pid)
@@ -504,6 +506,50 @@ def version(argv0: str) -> str:
     )
 
 
+def captureOutput(command: list[str]) -> tuple[int, bytes]:
+    """
+    Run a command to completion and return its exit status and stdout.
+    """
+    readEnd, writeEnd = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            command[0],
+            command,
+            os.environ,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_DUP2, writeEnd, 1),
+                (os.POSIX_SPAWN_OPEN, 2, os.devnull, os.O_WRONLY, 0),
+            ],
+        )
+    finally:
+        os.close(writeEnd)
+    output = bytearray()
+    with os.fdopen(readEnd, "rb") as f:
+        while chunk := f.read(65536):
+            output += chunk
+    return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), bytes(output)
+
+
+def info() -> int:
+    """
+    The C{-info} action of containerd 2.x: print a C{RuntimeInfo} with the
+    options from stdin echoed and runc's features document.
+
+    @return: the exit status.
+    """
+    optionsAny = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
+    runc = wire.lastString(decodeOptionsAny(optionsAny), 6) or "runc"
+    try:
+        features = runcFeatures(runc, captureOutput)
+    except (OSError, ValueError) as e:
+        print(f"{RUNTIME_NAME}: runtime features: {e}", file=sys.stderr)
+        return 1
+    sys.stdout.buffer.write(runtimeInfo(optionsAny, features))
+    sys.stdout.flush()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """
     Run the binary: C{-v}, C{start}, C{delete}, or the daemon.
@@ -519,6 +565,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if flags.version:
         sys.stdout.write(version(sys.argv[0]))
         return 0
+    if flags.info:
+        return info()
     if not flags.namespace:
         print(f"{RUNTIME_NAME}: shim namespace cannot be empty", file=sys.stderr)
         return 1

@@ -21,9 +21,10 @@ import tempfile
 import time
 
 from google.protobuf import any_pb2
+from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from shimd import RUNTIME_NAME, __version__, launcher, wire
+from shimd import RUNTIME_NAME, __version__, bootstrap, launcher, wire
 from shimd.launcher import LaunchError
 from shimd.protos import runc_options_pb2, task_pb2
 
@@ -676,15 +677,15 @@ class WriteAddressTests(SynchronousTestCase):
 
 class RuntimeOptionsTests(SynchronousTestCase):
     """
-    L{launcher.runtimeOptions} reads the C{Any} containerd writes on the
-    stdin of C{start}.
+    L{bootstrap.decodeOptionsAny} reads the C{Any} containerd 1.6 to 2.2
+    write on the stdin of C{start}.
     """
 
     def test_empty(self) -> None:
         """
         No stdin, no options.
         """
-        self.assertEqual(launcher.runtimeOptions(b""), {})
+        self.assertEqual(bootstrap.decodeOptionsAny(b""), {})
 
     def test_options(self) -> None:
         """
@@ -696,7 +697,7 @@ class RuntimeOptionsTests(SynchronousTestCase):
         stdin = any_pb2.Any(
             type_url="containerd.runc.v1.Options", value=options.SerializeToString()
         ).SerializeToString()
-        decoded = launcher.runtimeOptions(stdin)
+        decoded = bootstrap.decodeOptionsAny(stdin)
         self.assertEqual(decoded[3], [b"/pods/shim"])
         self.assertEqual(wire.lastString(decoded, 3), "/pods/shim")
         self.assertEqual(wire.lastString(decoded, 6), "/usr/sbin/runc")
@@ -713,7 +714,7 @@ class RuntimeOptionsTests(SynchronousTestCase):
             type_url="containerd.runc.v1.Options", value=options.SerializeToString()
         ).SerializeToString()
         self.assertEqual(len(stdin), 74)
-        decoded = launcher.runtimeOptions(stdin)
+        decoded = bootstrap.decodeOptionsAny(stdin)
         self.assertEqual(wire.lastString(decoded, 3), "")
         self.assertEqual(wire.lastString(decoded, 7), "/run/containerd/runc-sxopt")
 
@@ -725,14 +726,14 @@ class RuntimeOptionsTests(SynchronousTestCase):
             type_url="containerd.runc.v1.CheckpointOptions",
             value=runc_options_pb2.Options(shim_cgroup="/x").SerializeToString(),
         ).SerializeToString()
-        self.assertEqual(launcher.runtimeOptions(stdin), {})
+        self.assertEqual(bootstrap.decodeOptionsAny(stdin), {})
 
     def test_garbage(self) -> None:
         """
         Bytes that are not an C{Any} give no options.
         """
         for stdin in (b"\xff", b"\x0b", b"\x12\x05ab", b"hello world\n"):
-            self.assertEqual(launcher.runtimeOptions(stdin), {}, stdin)
+            self.assertEqual(bootstrap.decodeOptionsAny(stdin), {}, stdin)
 
     def test_garbageValue(self) -> None:
         """
@@ -741,7 +742,7 @@ class RuntimeOptionsTests(SynchronousTestCase):
         stdin = any_pb2.Any(
             type_url="containerd.runc.v1.Options", value=b"\x1a\x05ab"
         ).SerializeToString()
-        self.assertEqual(launcher.runtimeOptions(stdin), {})
+        self.assertEqual(bootstrap.decodeOptionsAny(stdin), {})
 
 
 class DaemonCommandTests(SynchronousTestCase):
@@ -749,22 +750,22 @@ class DaemonCommandTests(SynchronousTestCase):
     L{launcher.daemonCommand} runs this same program without an action.
     """
 
-    def flags(self, *extra: str) -> launcher.Flags:
-        return launcher.parseFlags(
-            ["-namespace", "ns", "-address", "/c.sock", "-id", "c1", *extra, "start"]
-        )
+    def flags(self, *extra: str) -> list[str]:
+        return launcher.daemonArguments("ns", "c1", "/c.sock", "-debug" in extra)
 
     def test_installedScript(self) -> None:
         """
         An installed script is run again with the same interpreter, with the
         daemon's argv of shim-cli.md section 2.
         """
-        self.patch(sys, "argv", ["/usr/bin/containerd-shim-pyrunc-v2", "start"])
+        script = FilePath(self.mktemp())
+        script.setContent(b"#!/bin/sh\n")
+        self.patch(sys, "argv", [script.path, "start"])
         self.assertEqual(
             launcher.daemonCommand(self.flags()),
             [
                 sys.executable,
-                "/usr/bin/containerd-shim-pyrunc-v2",
+                script.path,
                 "-namespace",
                 "ns",
                 "-id",
