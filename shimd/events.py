@@ -196,6 +196,7 @@ class EventPublisher:
                     error=failure.getErrorMessage(),
                 )
                 self._refusals = 0
+                self._failures = 0
                 self._queue.popleft()
                 self._afterSend()
                 return

@@ -110,6 +110,9 @@ class ShimService(Service):
             self.plugins.discover()
         self.context: PluginContext | None = None
         self.port: IListeningPort | None = None
+        # The socket file is ours to remove if it was handed to us, or once
+        # we have bound it; not if its path turned out to be another shim's.
+        self._ownsSocket = listener.fd is not None
 
     def startService(self) -> None:
         super().startService()
@@ -120,6 +123,7 @@ class ShimService(Service):
         factory = TTRPCServerFactory(registry, self.reactor)
         factory.noisy = False
         fd = self.listener.open()
+        self._ownsSocket = True
         try:
             self.port = self.reactor.adoptStreamPort(fd, socket.AF_UNIX, factory)
         finally:
@@ -147,7 +151,8 @@ class ShimService(Service):
 
     def _removeSocket(self, result: object) -> None:
         try:
-            os.unlink(self.listener.path)
+            if self._ownsSocket:
+                os.unlink(self.listener.path)
         except FileNotFoundError:
             pass
         self.log.info("shim stopped")

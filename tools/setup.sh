@@ -28,6 +28,6 @@ if [ ! -x .venv/bin/python ]; then
     /usr/bin/python3 -m venv .venv
 fi
 .venv/bin/pip install --quiet --upgrade pip
-.venv/bin/pip install --quiet -e '.[dev]'
+.venv/bin/pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
 ln -sf "$PWD/.venv/bin/containerd-shim-pyrunc-v2" /usr/local/bin/containerd-shim-pyrunc-v2
 echo "shimd is set up: $(.venv/bin/containerd-shim-pyrunc-v2 -v | sed -n 2p | xargs)"
