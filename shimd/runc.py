@@ -281,8 +281,11 @@ class Runc:
         def parse(result: RunResult) -> list[int]:
             if result.exitCode != 0:
                 raise self._failure(result)
-            pids = json.loads(result.stdout or b"null")
-            return [int(pid) for pid in pids or []]
+            try:
+                pids = json.loads(result.stdout or b"null")
+                return [int(pid) for pid in pids or []]
+            except (ValueError, TypeError) as e:
+                raise RuncError(str(e), result.output) from e
 
         return self._spawnCommand(["ps", "--format", "json", id]).addCallback(parse)
 
@@ -390,7 +393,13 @@ class Runc:
         except OSError as e:
             return fail(RuncError(f"exec {self.binary}: {e}"))
         result: Deferred[RunResult] = Deferred(lambda _: protocol.kill())
-        finished.chainDeferred(result)
+
+        def deliver(outcome: RunResult | Failure) -> None:
+            # Once cancelled, the killed process's end has nowhere to go.
+            if not result.called:
+                result.callback(outcome)
+
+        finished.addBoth(deliver)
         return result
 
 

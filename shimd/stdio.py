@@ -40,7 +40,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from twisted.internet import abstract, fdesc, main
-from twisted.internet.defer import Deferred, DeferredList, succeed
+from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IConsumer, IFileDescriptorReceiver
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
@@ -329,7 +329,10 @@ class ProcessIO:
         """
         if not self._outputs:
             return succeed(None)
-        done: Deferred[Any] = DeferredList(list(self._outputs))
+        # Wait on observers: the timeout cancels them, never the copies' own
+        # Deferreds (which would be left failed with nobody to handle it).
+        observers = [_observe(output) for output in self._outputs]
+        done: Deferred[Any] = DeferredList(observers, consumeErrors=True)
         done.addTimeout(timeout, self.reactor, lambda result, timeout: None)
         return done.addCallback(lambda _: None)
 
@@ -370,9 +373,26 @@ class ProcessIO:
         Copy from one of our descriptors to a consumer, tracking the copy so
         that L{waitDrained} can wait for it.
         """
-        self._consumers.append(consumer)
+        if consumer not in self._consumers:
+            self._consumers.append(consumer)
         self._readers.append(Reader(self.reactor, fd, consumer))
         self._outputs.append(consumer.finished)
+
+
+def _observe(deferred: Deferred[None]) -> Deferred[None]:
+    """
+    A Deferred that fires when C{deferred} does, and whose cancellation
+    leaves C{deferred} alone.
+    """
+    observer: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        if not observer.called:
+            observer.callback(None)
+        return result
+
+    deferred.addBoth(fire)
+    return observer
 
 
 def _close(fd: int) -> None:
@@ -434,6 +454,7 @@ class PipeIO(ProcessIO):
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
             fd = os.open(path, _APPEND_CREATE, 0o644)
             shared = FileWriter(fd, users=len([n for n in (1, 2) if n in self._ours]))
+            self._consumers.append(shared)
             return {number: shared for number in (1, 2) if number in self._ours}
         consumers: dict[int, Any] = {}
         files: dict[str, FileWriter] = {}
@@ -445,6 +466,8 @@ class PipeIO(ProcessIO):
                 writer, keep = openFifoForWriting(path)
                 self._fds.append(keep)
                 consumers[number] = Writer(self.reactor, writer)
+                # Closed by close() even if opening the next stream fails.
+                self._consumers.append(consumers[number])
             elif path in files:
                 files[path]._users += 1
                 consumers[number] = files[path]
@@ -456,6 +479,7 @@ class PipeIO(ProcessIO):
                         f"containerd-shim: opening file {path!r} failed: {e}"
                     ) from e
                 files[path] = consumers[number] = FileWriter(fd)
+                self._consumers.append(files[path])
         return consumers
 
     def attach(self) -> Deferred[None]:
@@ -551,7 +575,10 @@ class BinaryIO(ProcessIO):
                 },
             )
         except OSError as e:
-            _close(readyRead)
+            # The ready pipe's reader is in the reactor: stop it (which
+            # closes readyRead) rather than close the descriptor under it.
+            self.logger.abandon()
+            self.logger = None
             raise StdioError(f"failed to start logging binary: {e}") from e
         finally:
             _close(readyWrite)
@@ -594,6 +621,15 @@ class LoggerProtocol(ProcessProtocol):
         self.ready: Deferred[None] = Deferred()
         self.ended: Deferred[None] = Deferred()
         self._readyReader = Reader(reactor, readyFD, _ReadySignal(self.ready))
+
+    def abandon(self) -> None:
+        """
+        The binary could not be started: stop watching its ready pipe.
+        """
+        reader = self._readyReader
+        if reader.connected:
+            reader.stopReading()
+            reader.connectionLost(Failure(main.CONNECTION_DONE))
 
     def processEnded(self, reason: Failure) -> None:
         if not self.ended.called:
@@ -681,11 +717,22 @@ class ConsoleSocket:
         factory.noisy = False
         self._port = reactor.listenUNIX(self.path, factory, mode=0o600)
 
-    def close(self) -> None:
+    def close(self) -> Deferred[None]:
+        """
+        Stop listening, then remove the directory: the port unlinks its
+        socket when it has stopped, and fails (leaking its socket) if the
+        directory is already gone.
+        """
         port, self._port = self._port, None
-        if port is not None:
-            port.stopListening()
-        shutil.rmtree(self._directory, ignore_errors=True)
+        if port is None:
+            return succeed(None)
+
+        def removeDirectory(result: object) -> None:
+            if isinstance(result, Failure):
+                log.failure("closing the console socket failed", result)
+            shutil.rmtree(self._directory, ignore_errors=True)
+
+        return maybeDeferred(port.stopListening).addBoth(removeDirectory)
 
 
 class ConsoleIO(ProcessIO):
@@ -763,11 +810,22 @@ class ConsoleIO(ProcessIO):
             fcntl.ioctl(self.master, termios.TIOCSWINSZ, size)
 
     def close(self) -> Deferred[None]:
-        self._console.close()
+        if self.master is None:
+            # Twisted receives the master as soon as runc sends it: if it
+            # was never attached (runc failed afterwards), close it.
+            self._console.received.addBoth(_closeUnattached)
+        stopped = self._console.close()
         closed = super().close()
         if self._binary is not None:
-            return self._binary.close()
-        return closed
+            closed = self._binary.close()
+        return stopped.addCallback(lambda _: closed)
+
+
+def _closeUnattached(result: object) -> object:
+    if isinstance(result, int):
+        _close(result)
+        return None
+    return result
 
 
 def createIO(

@@ -1,0 +1,1237 @@
+# -*- test-case-name: tests.test_stdio -*-
+"""
+Tests for L{shimd.stdio}: the copies between a process's pipes or pty and
+the client's fifos, with real descriptors (pipes, fifos in a temporary
+directory, ptys, a unix socket, a logging binary) under the real reactor,
+and back-pressure driven step by step under a fake one.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import gc
+import os
+import select
+import socket
+import stat
+import struct
+import termios
+import tty
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet import abstract, fdesc, main
+from twisted.internet.defer import CancelledError, Deferred, TimeoutError
+from twisted.internet.protocol import Factory
+from twisted.internet.task import Clock, deferLater
+from twisted.internet.testing import MemoryReactorClock
+from twisted.python.failure import Failure
+from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+
+from shimd.runc import reactorSpawner
+from shimd.stdio import (
+    CHUNK,
+    CONSOLE_TIMEOUT,
+    BinaryIO,
+    ConsoleIO,
+    NullIO,
+    PipeIO,
+    ProcessIO,
+    Reader,
+    StdioError,
+    Writer,
+    createIO,
+    openFifoForReading,
+    openFifoForWriting,
+)
+
+#: The most a test waits for something the reactor does, in reactor turns of
+#: L{POLL} seconds: a bound against hanging, never a timing assertion.
+POLLS = 2000
+POLL = 0.005
+
+
+def realReactor() -> Any:
+    from twisted.internet import reactor
+
+    return reactor
+
+
+def openFDs() -> int:
+    """
+    How many descriptors this process has open.
+    """
+    return len(os.listdir("/proc/self/fd")) - 1
+
+
+class Descriptors:
+    """
+    The descriptors a test owns: each is closed once, by the test or at
+    cleanup, never again (its number may belong to someone else by then).
+    Descriptors handed over to a L{Reader}, L{Writer} or L{Collector} are
+    released: those close them.
+    """
+
+    def __init__(self) -> None:
+        self._open: set[int] = set()
+
+    def track(self, fd: int) -> int:
+        self._open.add(fd)
+        return fd
+
+    def release(self, fd: int) -> int:
+        self._open.remove(fd)
+        return fd
+
+    def close(self, fd: int) -> None:
+        os.close(self.release(fd))
+
+    def closeAll(self) -> None:
+        fds, self._open = self._open, set()
+        for fd in fds:
+            os.close(fd)
+
+
+def readAll(fd: int) -> bytes:
+    """
+    Everything a non-blocking descriptor holds now.
+    """
+    data = b""
+    while True:
+        try:
+            chunk = os.read(fd, 65536)
+        except BlockingIOError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+class Pattern:
+    """
+    A stream of bytes whose order can be checked: each call continues where
+    the last one stopped.
+    """
+
+    def __init__(self) -> None:
+        self.produced = bytearray()
+
+    def __call__(self, size: int) -> bytes:
+        start = len(self.produced)
+        data = bytes((start + i) % 251 for i in range(size))
+        self.produced += data
+        return data
+
+    def unwrite(self, size: int) -> None:
+        """
+        Forget the last C{size} bytes, which could not be written.
+        """
+        del self.produced[len(self.produced) - size :]
+
+
+def fillPipe(fd: int, pattern: Pattern) -> int:
+    """
+    Write to a non-blocking pipe until it is full.
+
+    @return: how many bytes were written.
+    """
+    written = 0
+    while True:
+        try:
+            # Pipe writes of PIPE_BUF bytes are all or nothing.
+            written += os.write(fd, pattern(select.PIPE_BUF))
+        except BlockingIOError:
+            pattern.unwrite(select.PIPE_BUF)
+            return written
+
+
+class Collector(abstract.FileDescriptor):
+    """
+    The test's end of a descriptor: gathers what it reads until end of
+    input (or C{EIO}, for a pty).
+
+    @ivar closed: fires with everything read once the end is reached.
+    """
+
+    def __init__(self, reactor: Any, fd: int) -> None:
+        super().__init__(reactor)
+        fdesc.setNonBlocking(fd)
+        self._fd = fd
+        self.data = b""
+        self.connected = True
+        self.closed: Deferred[bytes] = Deferred()
+        self._waiters: list[tuple[int, Deferred[bytes]]] = []
+        self.startReading()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def doRead(self) -> object:
+        try:
+            data = os.read(self._fd, 65536)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno == errno.EIO:
+                return main.CONNECTION_DONE
+            raise
+        if not data:
+            return main.CONNECTION_DONE
+        self.data += data
+        waiters, self._waiters = self._waiters, []
+        for size, waiter in waiters:
+            if len(self.data) >= size:
+                waiter.callback(self.data)
+            else:
+                self._waiters.append((size, waiter))
+        return None
+
+    def waitFor(self, size: int) -> Deferred[bytes]:
+        """
+        Fire with what has been read once it is at least C{size} bytes.
+        """
+        waiter: Deferred[bytes] = Deferred()
+        if len(self.data) >= size:
+            waiter.callback(self.data)
+        else:
+            self._waiters.append((size, waiter))
+        return waiter
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._fd < 0:
+            return
+        super().connectionLost(reason)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        for _, waiter in self._waiters:
+            waiter.callback(self.data)
+        self._waiters = []
+        self.closed.callback(self.data)
+
+    def stop(self) -> None:
+        if self._fd >= 0:
+            self.stopReading()
+            self.connectionLost(Failure(main.CONNECTION_DONE))
+
+
+class ClockedReactor:
+    """
+    The real reactor for descriptors and sockets, and a L{Clock} for time,
+    so that timeouts are advanced by the test.
+    """
+
+    def __init__(self, reactor: Any, clock: Clock) -> None:
+        self._reactor = reactor
+        self.clock = clock
+
+    def callLater(self, *args: Any, **kwargs: Any) -> Any:
+        return self.clock.callLater(*args, **kwargs)
+
+    def seconds(self) -> float:
+        return self.clock.seconds()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._reactor, name)
+
+
+class RealStdioTestCase(TestCase):
+    """
+    Helpers for tests with real descriptors under the real reactor.
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        self.reactor = realReactor()
+        self.directory = os.path.abspath(self.mktemp())
+        os.makedirs(self.directory)
+        self.fds = Descriptors()
+        self.addCleanup(self.fds.closeAll)
+        self.clock = Clock()
+        self.clocked = ClockedReactor(self.reactor, self.clock)
+        # Count once the reactor runs: it opens descriptors of its own then.
+        await deferLater(self.reactor, 0, lambda: None)
+        self.fdsBefore = openFDs()
+
+    async def waitUntil(self, predicate: Callable[[], bool], what: str) -> None:
+        """
+        Let the reactor run until C{predicate} holds.
+        """
+        for _ in range(POLLS):
+            if predicate():
+                return
+            await deferLater(self.reactor, POLL, lambda: None)
+        self.fail(f"never happened: {what}")
+
+    async def assertNoLeaks(self) -> None:
+        """
+        Every descriptor opened since L{setUp} has been closed (sockets that
+        Twisted closes on a later turn included).
+        """
+        await self.waitUntil(lambda: openFDs() == self.fdsBefore, "descriptors closed")
+
+    def fifo(self, name: str) -> str:
+        path = os.path.join(self.directory, name)
+        os.mkfifo(path)
+        return path
+
+    def collect(self, fd: int) -> Collector:
+        """
+        Read one of the test's descriptors, which the L{Collector} then
+        owns.
+        """
+        collector = Collector(self.reactor, self.fds.release(fd))
+        self.addCleanup(collector.stop)
+        return collector
+
+    def openClient(self, path: str, flags: int) -> int:
+        return self.fds.track(os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC))
+
+    def dup(self, fd: int) -> int:
+        """
+        Take a copy of one of runc's descriptors, as the container would.
+        """
+        return self.fds.track(os.dup(fd))
+
+    def pipe(self) -> tuple[int, int]:
+        readEnd, writeEnd = os.pipe2(os.O_CLOEXEC)
+        return self.fds.track(readEnd), self.fds.track(writeEnd)
+
+
+def drive(reactor: MemoryReactorClock, selectable: Any, method: str) -> object:
+    """
+    Call C{doRead} or C{doWrite} as the reactor would, disconnecting the
+    selectable when it says so.
+    """
+    why = getattr(selectable, method)()
+    if why is not None:
+        reactor.removeReader(selectable)
+        reactor.removeWriter(selectable)
+        selectable.connectionLost(Failure(why))
+    return why
+
+
+def buffered(writer: Writer) -> int:
+    """
+    How many bytes a L{Writer} holds.
+    """
+    return len(writer.dataBuffer) - writer.offset + writer._tempDataLen
+
+
+class RecordingConsumer:
+    """
+    A consumer that records what happens to it.
+    """
+
+    def __init__(self) -> None:
+        self.data = b""
+        self.producer: Any = None
+        self.events: list[str] = []
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        self.producer = producer
+        self.events.append(f"register streaming={streaming}")
+
+    def unregisterProducer(self) -> None:
+        self.events.append("unregister")
+
+    def write(self, data: bytes) -> None:
+        self.data += data
+
+    def loseConnection(self) -> None:
+        self.events.append("loseConnection")
+
+
+class ReaderWriterStepTests(SynchronousTestCase):
+    """
+    L{Reader} and L{Writer} on real pipes, driven one event at a time by a
+    fake reactor.
+    """
+
+    def setUp(self) -> None:
+        self.reactor = MemoryReactorClock()
+        self.fds = Descriptors()
+        self.addCleanup(self.fds.closeAll)
+
+    def pipe(self) -> tuple[int, int]:
+        readEnd, writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        return self.fds.track(readEnd), self.fds.track(writeEnd)
+
+    def test_backPressure(self) -> None:
+        """
+        While the Writer's descriptor is not drained, its buffer fills, it
+        pauses its Reader (which stops reading), and it never holds more
+        than its C{bufferSize} plus one read of L{CHUNK} bytes; once drained,
+        it resumes the Reader, and every byte arrives, in order.
+        """
+        sourceRead, sourceWrite = self.pipe()
+        sinkRead, sinkWrite = self.pipe()
+        writer = Writer(self.reactor, self.fds.release(sinkWrite))
+        reader = Reader(self.reactor, self.fds.release(sourceRead), writer)
+        self.assertIs(writer.producer, reader)
+        pattern = Pattern()
+        highest = 0
+        for _ in range(1000):
+            fillPipe(sourceWrite, pattern)
+            if reader in self.reactor.getReaders():
+                self.assertIsNone(drive(self.reactor, reader, "doRead"))
+            highest = max(highest, buffered(writer))
+            if writer in self.reactor.getWriters():
+                self.assertIsNone(drive(self.reactor, writer, "doWrite"))
+            if reader not in self.reactor.getReaders():
+                break
+        self.assertTrue(writer.producerPaused)
+        self.assertNotIn(reader, self.reactor.getReaders())
+        self.assertGreater(highest, writer.bufferSize)
+        self.assertLessEqual(highest, writer.bufferSize + CHUNK)
+        # The reactor goes on turning: the Writer still cannot write, and the
+        # paused Reader reads nothing more.
+        fillPipe(sourceWrite, pattern)
+        for _ in range(10):
+            self.assertEqual(self.reactor.getReaders(), [])
+            self.assertIsNone(drive(self.reactor, writer, "doWrite"))
+        self.assertEqual(fillPipe(sourceWrite, pattern), 0)
+        self.assertLessEqual(buffered(writer), writer.bufferSize + CHUNK)
+
+        received = bytearray()
+        while writer in self.reactor.getWriters():
+            received += readAll(sinkRead)
+            self.assertIsNone(drive(self.reactor, writer, "doWrite"))
+        self.assertFalse(writer.producerPaused)
+        self.assertIn(reader, self.reactor.getReaders())
+
+        self.fds.close(sourceWrite)
+        while reader in self.reactor.getReaders():
+            drive(self.reactor, reader, "doRead")
+            received += readAll(sinkRead)
+            if writer in self.reactor.getWriters():
+                drive(self.reactor, writer, "doWrite")
+        while writer in self.reactor.getWriters():
+            received += readAll(sinkRead)
+            drive(self.reactor, writer, "doWrite")
+        received += readAll(sinkRead)
+        self.assertEqual(bytes(received), bytes(pattern.produced))
+        self.successResultOf(writer.finished)
+
+    def test_endOfInput(self) -> None:
+        """
+        At the end of its input, a Reader closes its descriptor and its
+        Writer flushes what it holds, closes its own, and fires
+        C{finished}: the far end sees the data, then end of input.
+        """
+        sourceRead, sourceWrite = self.pipe()
+        sinkRead, sinkWrite = self.pipe()
+        writer = Writer(self.reactor, self.fds.release(sinkWrite))
+        reader = Reader(self.reactor, self.fds.release(sourceRead), writer)
+        os.write(sourceWrite, b"last words")
+        self.fds.close(sourceWrite)
+        self.assertIsNone(drive(self.reactor, reader, "doRead"))
+        self.assertIs(drive(self.reactor, reader, "doRead"), main.CONNECTION_DONE)
+        self.assertEqual(reader.fileno(), -1)
+        self.assertIsNone(writer.producer)
+        self.assertNoResult(writer.finished)
+        self.assertIs(drive(self.reactor, writer, "doWrite"), main.CONNECTION_DONE)
+        self.successResultOf(writer.finished)
+        self.assertEqual(writer.fileno(), -1)
+        self.assertEqual(os.read(sinkRead, 100), b"last words")
+        self.assertEqual(os.read(sinkRead, 100), b"")
+
+    def test_writerLost(self) -> None:
+        """
+        When its Writer's descriptor fails (the far end is gone), the Reader
+        stops and closes its own descriptor on the next turn.
+        """
+        sourceRead, sourceWrite = self.pipe()
+        sinkRead, sinkWrite = self.pipe()
+        writer = Writer(self.reactor, self.fds.release(sinkWrite))
+        reader = Reader(self.reactor, self.fds.release(sourceRead), writer)
+        os.write(sourceWrite, b"data")
+        drive(self.reactor, reader, "doRead")
+        self.fds.close(sinkRead)
+        self.assertIs(drive(self.reactor, writer, "doWrite"), main.CONNECTION_LOST)
+        self.successResultOf(writer.finished)
+        self.assertNotIn(reader, self.reactor.getReaders())
+        self.assertEqual(reader.fileno(), sourceRead)
+        self.reactor.advance(0)
+        self.assertEqual(reader.fileno(), -1)
+
+    def test_ptyEIO(self) -> None:
+        """
+        C{EIO} from a pty master, once its terminal is closed, is the end
+        of input, not an error: the consumer is asked to finish.
+        """
+        master, slave = os.openpty()
+        self.fds.track(slave)
+        tty.setraw(slave)
+        consumer = RecordingConsumer()
+        reader = Reader(self.reactor, master, consumer)
+        os.write(slave, b"typed")
+        self.assertEqual(select.select([master], [], [], 30)[0], [master])
+        self.assertIsNone(drive(self.reactor, reader, "doRead"))
+        self.assertEqual(consumer.data, b"typed")
+        self.fds.close(slave)
+        self.assertEqual(select.select([master], [], [], 30)[0], [master])
+        self.assertIs(reader.doRead(), main.CONNECTION_DONE)
+        reader.connectionLost(Failure(main.CONNECTION_DONE))
+        self.assertEqual(
+            consumer.events,
+            ["register streaming=True", "unregister", "loseConnection"],
+        )
+
+
+class ReaderWriterTests(RealStdioTestCase):
+    """
+    L{Reader} and L{Writer} under the real reactor.
+    """
+
+    async def test_copyInOrder(self) -> None:
+        """
+        A Reader copies everything to its Writer in order, and the end of
+        its input reaches the far end.
+        """
+        sourceRead, sourceWrite = (self.fds.release(fd) for fd in self.pipe())
+        sinkRead, sinkWrite = self.pipe()
+        self.fds.release(sinkWrite)
+        data = Pattern()(3 * 1024 * 1024 + 17)
+        source = Writer(self.reactor, sourceWrite)
+        writer = Writer(self.reactor, sinkWrite)
+        Reader(self.reactor, sourceRead, writer)
+        collector = self.collect(sinkRead)
+        source.write(data)
+        source.loseConnection()
+        self.assertEqual(await collector.closed, data)
+        await writer.finished
+        await source.finished
+        await self.assertNoLeaks()
+
+    async def test_slowReader(self) -> None:
+        """
+        Under the real reactor, a Writer whose descriptor nobody drains
+        pauses its Reader with its buffer bounded; once the far end reads,
+        everything arrives in order.
+        """
+        sourceRead, sourceWrite = (self.fds.release(fd) for fd in self.pipe())
+        sinkRead, sinkWrite = self.pipe()
+        self.fds.release(sinkWrite)
+        data = Pattern()(2 * 1024 * 1024)
+        source = Writer(self.reactor, sourceWrite)
+        writer = Writer(self.reactor, sinkWrite)
+        sizes: list[int] = []
+        write = writer.write
+
+        def recordingWrite(chunk: bytes) -> None:
+            write(chunk)
+            sizes.append(buffered(writer))
+
+        writer.write = recordingWrite  # type: ignore[method-assign, assignment]
+        reader = Reader(self.reactor, sourceRead, writer)
+        source.write(data)
+        source.loseConnection()
+        await self.waitUntil(
+            lambda: writer.producerPaused and reader not in self.reactor.getReaders(),
+            "the reader is paused",
+        )
+        self.assertLessEqual(max(sizes), writer.bufferSize + CHUNK)
+        collector = self.collect(sinkRead)
+        self.assertEqual(await collector.closed, data)
+        self.assertLessEqual(max(sizes), writer.bufferSize + CHUNK)
+        await self.assertNoLeaks()
+
+
+class FifoTests(SynchronousTestCase):
+    """
+    L{openFifoForWriting} and L{openFifoForReading}: the shim's own ends of
+    the client's fifos.
+    """
+
+    def setUp(self) -> None:
+        directory = self.mktemp()
+        os.makedirs(directory)
+        self.path = os.path.join(directory, "fifo")
+        os.mkfifo(self.path)
+        self.fds = Descriptors()
+        self.addCleanup(self.fds.closeAll)
+
+    def open(self, flags: int) -> int:
+        return self.fds.track(os.open(self.path, flags | os.O_NONBLOCK | os.O_CLOEXEC))
+
+    def assertFlags(self, fd: int, access: int) -> None:
+        flags = fcntl.fcntl(fd, fcntl.F_GETFL)
+        self.assertEqual(flags & os.O_ACCMODE, access)
+        self.assertTrue(flags & os.O_NONBLOCK)
+        self.assertTrue(fcntl.fcntl(fd, fcntl.F_GETFD) & fcntl.FD_CLOEXEC)
+
+    def test_forWritingWithoutClient(self) -> None:
+        """
+        L{openFifoForWriting} opens at once though no client reads yet; what
+        is written waits in the fifo for a client that comes later, and
+        writes go on failing neither while the client is away nor after it
+        has gone.
+        """
+        writer, keep = (self.fds.track(fd) for fd in openFifoForWriting(self.path))
+        self.assertFlags(writer, os.O_WRONLY)
+        self.assertFlags(keep, os.O_RDONLY)
+        os.write(writer, b"early")
+        client = self.open(os.O_RDONLY)
+        self.assertEqual(os.read(client, 100), b"early")
+        self.fds.close(client)
+        self.assertEqual(os.write(writer, b"while away"), 10)
+        client = self.open(os.O_RDONLY)
+        self.assertEqual(os.read(client, 100), b"while away")
+        self.fds.close(writer)
+        self.assertEqual(os.read(client, 100), b"")
+
+    def test_forWritingMissing(self) -> None:
+        """
+        A missing fifo is an C{OSError}, and nothing is left open.
+        """
+        before = openFDs()
+        self.assertRaises(FileNotFoundError, openFifoForWriting, self.path + "x")
+        self.assertEqual(openFDs(), before)
+
+    def test_forReadingKeepAlive(self) -> None:
+        """
+        The reader from L{openFifoForReading} reaches the end of input only
+        once both the client's writer and the shim's keep-alive writer are
+        closed, in either order.
+        """
+        for closeClientFirst in (True, False):
+            reader, keepAlive = (
+                self.fds.track(fd) for fd in openFifoForReading(self.path)
+            )
+            self.assertFlags(reader, os.O_RDONLY)
+            self.assertFlags(keepAlive, os.O_WRONLY)
+            client = self.open(os.O_WRONLY)
+            os.write(client, b"input")
+            self.assertEqual(os.read(reader, 100), b"input")
+            first, second = (
+                (client, keepAlive) if closeClientFirst else (keepAlive, client)
+            )
+            self.fds.close(first)
+            self.assertRaises(BlockingIOError, os.read, reader, 100)
+            self.fds.close(second)
+            self.assertEqual(os.read(reader, 100), b"")
+            self.fds.close(reader)
+
+    def test_forReadingBeforeClient(self) -> None:
+        """
+        The keep-alive lets the copy start before the client opens its
+        writer: no end of input meanwhile.
+        """
+        reader, _keepAlive = (
+            self.fds.track(fd) for fd in openFifoForReading(self.path)
+        )
+        self.assertRaises(BlockingIOError, os.read, reader, 100)
+
+    def test_forReadingMissing(self) -> None:
+        """
+        A missing fifo is an C{OSError}, and nothing is left open.
+        """
+        before = openFDs()
+        self.assertRaises(FileNotFoundError, openFifoForReading, self.path + "x")
+        self.assertEqual(openFDs(), before)
+
+
+class CreateIOTests(TestCase):
+    """
+    L{createIO} chooses the mode from the stdout string. (A L{TestCase}: a
+    console socket's close completes under the reactor.)
+    """
+
+    def setUp(self) -> None:
+        self.reactor = realReactor()
+        self.spawned: list[Any] = []
+
+    def spawn(self, *args: Any) -> None:
+        self.spawned.append(args)
+
+    def create(self, stdin: str, stdout: str, stderr: str, terminal: bool) -> Any:
+        io = createIO(
+            self.reactor, self.spawn, "c1", "ns", stdin, stdout, stderr, terminal
+        )
+        self.addCleanup(io.close)
+        return io
+
+    def test_null(self) -> None:
+        """
+        With no stdio at all, runc gets C{/dev/null} for its fds 0-2.
+        """
+        io = self.create("", "", "", False)
+        self.assertIsInstance(io, NullIO)
+        for fd in (0, 1, 2):
+            self.assertEqual(
+                os.readlink(f"/proc/self/fd/{io.runcStdio[fd]}"), "/dev/null"
+            )
+        self.assertIsNone(io.consoleSocket)
+
+    def test_pipes(self) -> None:
+        """
+        A path, or a C{fifo://} URI, means pipes.
+        """
+        self.assertIsInstance(self.create("/i", "/o", "/e", False), PipeIO)
+        self.assertIsInstance(
+            self.create("fifo:///i", "fifo:///o", "fifo:///e", False), PipeIO
+        )
+        self.assertIsInstance(self.create("", "file:///o", "", False), PipeIO)
+
+    def test_binary(self) -> None:
+        """
+        A C{binary://} URI means a logging binary, started only when
+        prepared.
+        """
+        io = self.create("", "binary:///bin/logger?a=b", "", False)
+        self.assertIsInstance(io, BinaryIO)
+        self.assertEqual(self.spawned, [])
+
+    def test_terminal(self) -> None:
+        """
+        A terminal means a console socket, whatever the stdout string.
+        """
+        io = self.create("/i", "/o", "", True)
+        self.assertIsInstance(io, ConsoleIO)
+        self.assertIsNotNone(io.consoleSocket)
+        io = self.create("", "binary:///bin/logger", "", True)
+        self.assertIsInstance(io, ConsoleIO)
+
+    def test_unknownScheme(self) -> None:
+        """
+        Any other scheme is refused with the Go shim's text.
+        """
+        error = self.assertRaises(
+            StdioError,
+            createIO,
+            self.reactor,
+            self.spawn,
+            "c1",
+            "ns",
+            "",
+            "tcp://host:1",
+            "",
+            False,
+        )
+        self.assertEqual(str(error), "unknown STDIO scheme tcp")
+
+
+class PipeIOTests(RealStdioTestCase):
+    """
+    L{PipeIO}, with the container played by the test: it takes runc's
+    descriptors, and the client's fifos are read and written by the test.
+    Time is a L{Clock}: a wait for the output ends because it was drained,
+    never because its timeout passed.
+    """
+
+    def makePipeIO(self, stdin: str, stdout: str, stderr: str, **kw: Any) -> PipeIO:
+        io = PipeIO(self.clocked, stdin, stdout, stderr, **kw)
+        self.addCleanup(io.close)
+        return io
+
+    async def test_endToEnd(self) -> None:
+        """
+        The container's stdout and stderr reach the client's fifos, and the
+        client's stdin reaches the container, which sees the end of its input
+        only once C{CloseIO} has closed the shim's keep-alive too; output is
+        drained once the container's ends are closed, and L{ProcessIO.close}
+        closes every descriptor.
+        """
+        stdinPath = self.fifo("stdin")
+        stdoutPath = self.fifo("stdout")
+        stderrPath = self.fifo("stderr")
+        io = PipeIO(self.clocked, stdinPath, stdoutPath, stderrPath)
+        containerIn, containerOut, containerErr = (
+            self.dup(io.runcStdio[fd]) for fd in (0, 1, 2)
+        )
+        io.spawned()
+        await io.attach()
+        clientOut = self.collect(self.openClient(stdoutPath, os.O_RDONLY))
+        clientErr = self.collect(self.openClient(stderrPath, os.O_RDONLY))
+        clientIn = self.openClient(stdinPath, os.O_WRONLY)
+        containerStdin = self.collect(containerIn)
+
+        os.write(containerOut, b"to stdout\n")
+        os.write(containerErr, b"to stderr\n")
+        os.write(clientIn, b"from the client\n")
+        self.assertEqual(await clientOut.waitFor(10), b"to stdout\n")
+        self.assertEqual(await clientErr.waitFor(10), b"to stderr\n")
+        self.assertEqual(await containerStdin.waitFor(16), b"from the client\n")
+
+        self.fds.close(clientIn)
+        self.assertNoResult(containerStdin.closed)
+        io.closeStdin()
+        self.assertEqual(await containerStdin.closed, b"from the client\n")
+
+        drained = io.waitDrained(5.0)
+        os.write(containerOut, b"more")
+        self.fds.close(containerOut)
+        self.fds.close(containerErr)
+        await drained
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertEqual(await clientOut.closed, b"to stdout\nmore")
+        self.assertEqual(await clientErr.closed, b"to stderr\n")
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_stdinBeforeClient(self) -> None:
+        """
+        Closing the keep-alive before the client ever opened its writer ends
+        the container's input at once.
+        """
+        io = self.makePipeIO(self.fifo("stdin"), "", "")
+        containerIn = self.dup(io.runcStdio[0])
+        io.spawned()
+        await io.attach()
+        io.closeStdin()
+        self.assertEqual(await self.collect(containerIn).closed, b"")
+
+    async def test_waitDrainedTimeout(self) -> None:
+        """
+        A background process holding the container's stdout open does not
+        hold up L{ProcessIO.waitDrained} beyond its timeout, which fires
+        with L{None}; the output copied so far has reached the client, and
+        the abandoned wait leaves no error behind.
+        """
+        clock = self.clock
+        stdoutPath = self.fifo("stdout")
+        io = PipeIO(self.clocked, "", stdoutPath, "")
+        containerOut = self.dup(io.runcStdio[1])
+        background = self.dup(containerOut)
+        io.spawned()
+        await io.attach()
+        client = self.collect(self.openClient(stdoutPath, os.O_RDONLY))
+        os.write(containerOut, b"partial")
+        self.fds.close(containerOut)
+        self.assertEqual(await client.waitFor(7), b"partial")
+        drained = io.waitDrained(2.0)
+        clock.advance(1.9)
+        self.assertNoResult(drained)
+        clock.advance(0.1)
+        self.assertIsNone(self.successResultOf(drained))
+        self.fds.close(background)
+        await io.close()
+        self.assertEqual(await client.closed, b"partial")
+        del io, drained
+        gc.collect()
+        self.assertEqual(self.flushLoggedErrors(CancelledError), [])
+        await self.assertNoLeaks()
+
+    async def test_fileScheme(self) -> None:
+        """
+        With C{file:///path}, stdout and stderr are both appended to the
+        file, which is created 0644 in a directory created 0755; the stderr
+        URI is ignored.
+        """
+        path = os.path.join(self.directory, "logs", "out.log")
+        errPath = os.path.join(self.directory, "err.log")
+        io = PipeIO(self.clocked, "", f"file://{path}", f"file://{errPath}")
+        containerOut = self.dup(io.runcStdio[1])
+        containerErr = self.dup(io.runcStdio[2])
+        io.spawned()
+        await io.attach()
+        self.assertEqual(stat.S_IMODE(os.stat(os.path.dirname(path)).st_mode), 0o755)
+        self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o644)
+
+        def contents() -> bytes:
+            with open(path, "rb") as f:
+                return f.read()
+
+        os.write(containerOut, b"to-out\n")
+        await self.waitUntil(lambda: contents() == b"to-out\n", "stdout written")
+        os.write(containerErr, b"to-err\n")
+        self.fds.close(containerOut)
+        self.fds.close(containerErr)
+        await io.waitDrained(5.0)
+        self.assertEqual(contents(), b"to-out\nto-err\n")
+        self.assertFalse(os.path.exists(errPath))
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_fileSchemeAppends(self) -> None:
+        """
+        A C{file://} target that exists is appended to.
+        """
+        path = os.path.join(self.directory, "out.log")
+        with open(path, "wb") as f:
+            f.write(b"before\n")
+        io = self.makePipeIO("", f"file://{path}", "")
+        containerOut = self.dup(io.runcStdio[1])
+        io.spawned()
+        await io.attach()
+        os.write(containerOut, b"after\n")
+        self.fds.close(containerOut)
+        await io.waitDrained(5.0)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"before\nafter\n")
+
+    async def test_regularFile(self) -> None:
+        """
+        A stdout or stderr path that is a regular file, not a fifo, is
+        appended to; stdout and stderr naming the same file share it.
+        """
+        path = os.path.join(self.directory, "out")
+        with open(path, "wb") as f:
+            f.write(b"0\n")
+        io = PipeIO(self.clocked, "", path, path)
+        containerOut = self.dup(io.runcStdio[1])
+        containerErr = self.dup(io.runcStdio[2])
+        io.spawned()
+        await io.attach()
+        os.write(containerOut, b"1\n")
+        self.fds.close(containerOut)
+        await self.waitUntil(lambda: os.path.getsize(path) == 4, "stdout written")
+        os.write(containerErr, b"2\n")
+        self.fds.close(containerErr)
+        await io.waitDrained(5.0)
+        with open(path, "rb") as f:
+            self.assertEqual(f.read(), b"0\n1\n2\n")
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_missingFile(self) -> None:
+        """
+        A stdout path that is neither a fifo nor an existing file fails
+        L{PipeIO.attach} with the Go shim's text, and closing leaks nothing.
+        """
+        path = os.path.join(self.directory, "missing")
+        io = PipeIO(self.clocked, "", path, "")
+        io.spawned()
+        error = self.assertRaises(StdioError, io.attach)
+        self.assertIn(f"containerd-shim: opening file {path!r} failed", str(error))
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_missingStdinFifo(self) -> None:
+        """
+        A stdin fifo that does not exist fails L{PipeIO.attach}; what was
+        already opened for stdout is closed by L{ProcessIO.close}.
+        """
+        io = PipeIO(
+            self.clocked,
+            os.path.join(self.directory, "missing"),
+            self.fifo("stdout"),
+            self.fifo("stderr"),
+        )
+        io.spawned()
+        self.assertRaises(StdioError, io.attach)
+        await io.close()
+        await self.assertNoLeaks()
+
+    def test_missingStreams(self) -> None:
+        """
+        An empty stdin, stdout or stderr string gives runc C{/dev/null} for
+        that stream, and pipes only for the others.
+        """
+        io = self.makePipeIO("", self.fifo("stdout"), "")
+        self.assertEqual(os.readlink(f"/proc/self/fd/{io.runcStdio[0]}"), "/dev/null")
+        self.assertEqual(os.readlink(f"/proc/self/fd/{io.runcStdio[2]}"), "/dev/null")
+        self.assertTrue(stat.S_ISFIFO(os.fstat(io.runcStdio[1]).st_mode))
+        self.assertEqual(
+            fcntl.fcntl(io.runcStdio[1], fcntl.F_GETFL) & os.O_ACCMODE, os.O_WRONLY
+        )
+        io = self.makePipeIO(self.fifo("stdin"), "", "")
+        self.assertEqual(
+            fcntl.fcntl(io.runcStdio[0], fcntl.F_GETFL) & os.O_ACCMODE, os.O_RDONLY
+        )
+        self.assertEqual(os.readlink(f"/proc/self/fd/{io.runcStdio[1]}"), "/dev/null")
+
+    def test_ioOwner(self) -> None:
+        """
+        C{io_uid} and C{io_gid} own the container's ends of the pipes (a
+        pipe's two ends share one inode, so the shim's ends show the same
+        owner).
+        """
+        if os.getuid() != 0:
+            raise SkipTest("changing a descriptor's owner needs root")
+        io = self.makePipeIO(
+            self.fifo("stdin"),
+            self.fifo("stdout"),
+            self.fifo("stderr"),
+            ioUID=1234,
+            ioGID=5678,
+        )
+        for fd in (0, 1, 2):
+            info = os.fstat(io.runcStdio[fd])
+            self.assertEqual((info.st_uid, info.st_gid), (1234, 5678))
+
+    async def test_closeIdempotent(self) -> None:
+        """
+        L{ProcessIO.close} may be called again, and closes each descriptor
+        once.
+        """
+        io = PipeIO(self.clocked, self.fifo("stdin"), self.fifo("stdout"), "")
+        io.spawned()
+        await io.attach()
+        await io.close()
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_closeBeforeAttach(self) -> None:
+        """
+        A L{PipeIO} closed without ever being attached (runc failed) closes
+        all its descriptors.
+        """
+        io = PipeIO(self.clocked, self.fifo("stdin"), self.fifo("stdout"), "x")
+        await io.close()
+        await self.assertNoLeaks()
+
+
+class WaitDrainedTests(SynchronousTestCase):
+    """
+    L{ProcessIO.waitDrained} on its own, with a L{Clock}.
+    """
+
+    def test_nothingToDrain(self) -> None:
+        """
+        Without copies, it fires at once.
+        """
+        clock = Clock()
+        io = ProcessIO(clock, "", "", "")
+        self.assertIsNone(self.successResultOf(io.waitDrained(1.0)))
+
+    def test_drained(self) -> None:
+        """
+        It fires once every output copy has finished, not before, and
+        cancels its timeout.
+        """
+        clock = Clock()
+        io = ProcessIO(clock, "", "", "")
+        outputs: list[Deferred[None]] = [Deferred(), Deferred()]
+        io._outputs.extend(outputs)
+        drained = io.waitDrained(2.0)
+        outputs[0].callback(None)
+        self.assertNoResult(drained)
+        outputs[1].callback(None)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual(clock.getDelayedCalls(), [])
+
+    def test_timeout(self) -> None:
+        """
+        After its timeout it fires with L{None}, leaving the copies' own
+        Deferreds alone: they fire later, without error.
+        """
+        clock = Clock()
+        io = ProcessIO(clock, "", "", "")
+        output: Deferred[None] = Deferred()
+        io._outputs.append(output)
+        drained = io.waitDrained(2.0)
+        clock.advance(2.0)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertNoResult(output)
+        output.callback(None)
+        self.assertIsNone(self.successResultOf(output))
+
+
+class BinaryIOTests(RealStdioTestCase):
+    """
+    L{BinaryIO}, with a real logging binary.
+    """
+
+    LOGGER = """#!/bin/sh
+d=$(dirname "$0")
+tr '\\0' '\\n' < /proc/$$/environ > "$d/env"
+for a in "$@"; do printf '[%s]\\n' "$a"; done > "$d/args"
+trap 'echo TERM > "$d/term"; kill $sleeper; exit 0' TERM
+exec 5>&-
+cat <&3 > "$d/out" &
+cat <&4 > "$d/err" &
+exec 3<&- 4<&-
+sleep 1000 &
+sleeper=$!
+wait
+"""
+
+    def read(self, name: str) -> bytes:
+        try:
+            with open(os.path.join(self.directory, name), "rb") as f:
+                return f.read()
+        except FileNotFoundError:
+            return b""
+
+    async def test_logger(self) -> None:
+        """
+        The logging binary gets the container's stdout on its fd 3 and
+        stderr on its fd 4, the query as arguments (a key without a value
+        gets an empty one), only C{CONTAINER_ID} and C{CONTAINER_NAMESPACE}
+        as its environment; it is ready when it closes its fd 5, and
+        L{ProcessIO.close} stops it with C{SIGTERM}.
+        """
+        script = os.path.join(self.directory, "logger.sh")
+        with open(script, "w") as f:
+            f.write(self.LOGGER)
+        os.chmod(script, 0o755)
+        io = createIO(
+            self.reactor,
+            reactorSpawner(self.reactor),
+            "c1",
+            "ns1",
+            "",
+            f"binary://{script}?-x=1&y",
+            "",
+            False,
+        )
+        assert isinstance(io, BinaryIO)
+        await io.prepare()
+        containerOut = self.dup(io.runcStdio[1])
+        containerErr = self.dup(io.runcStdio[2])
+        self.assertEqual(os.readlink(f"/proc/self/fd/{io.runcStdio[0]}"), "/dev/null")
+        io.spawned()
+        await io.attach()
+        self.assertEqual(self.read("args"), b"[-x]\n[1]\n[y]\n[]\n")
+        self.assertEqual(
+            sorted(self.read("env").split()),
+            [b"CONTAINER_ID=c1", b"CONTAINER_NAMESPACE=ns1"],
+        )
+        os.write(containerOut, b"out line\n")
+        os.write(containerErr, b"err line\n")
+        self.fds.close(containerOut)
+        self.fds.close(containerErr)
+        await self.waitUntil(
+            lambda: (
+                self.read("out") == b"out line\n" and self.read("err") == b"err line\n"
+            ),
+            "the logger wrote its files",
+        )
+        await io.waitDrained(1.0)
+        self.assertEqual(self.read("term"), b"")
+        await io.close()
+        self.assertEqual(self.read("term"), b"TERM\n")
+        await self.assertNoLeaks()
+
+    async def test_missingLogger(self) -> None:
+        """
+        A logging binary that cannot be started fails C{prepare} with a
+        L{StdioError}, leaves no reader of its ready pipe in the reactor, and
+        closing leaks nothing.
+        """
+        io = createIO(
+            self.reactor,
+            reactorSpawner(self.reactor),
+            "c1",
+            "ns1",
+            "",
+            f"binary://{self.directory}/missing?a=b",
+            "",
+            False,
+        )
+        readers = set(self.reactor.getReaders())
+        self.assertRaises(StdioError, io.prepare)
+        self.assertEqual(set(self.reactor.getReaders()), readers)
+        await io.close()
+        await self.assertNoLeaks()
+
+
+class ConsoleIOTests(RealStdioTestCase):
+    """
+    L{ConsoleIO}: runc's side of the console socket played by the test,
+    which makes a pty and sends its master as runc does.
+    """
+
+    async def setUp(self) -> None:  # type: ignore[override]
+        await super().setUp()
+        # Twisted keeps a descriptor in reserve from its first listening
+        # port on: let it be taken before counting.
+        port = self.reactor.listenUNIX(
+            os.path.join(self.directory, "warm.sock"), Factory()
+        )
+        await port.stopListening()
+        self.fdsBefore = openFDs()
+
+    def sendMaster(self, path: str) -> tuple[int, int]:
+        """
+        Make a pty, send its master over the console socket at C{path} with
+        C{SCM_RIGHTS} as runc does (one message: the terminal's name, and
+        the master as ancillary data), and hang up.
+
+        @return: the test's copy of the master, and the terminal, in raw
+            mode.
+        """
+        master, slave = (self.fds.track(fd) for fd in os.openpty())
+        tty.setraw(slave)
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(path)
+            socket.send_fds(connection, [b"/dev/ptmx"], [master])
+        return master, slave
+
+    async def test_console(self) -> None:
+        """
+        The pty master sent over the console socket is attached: what the
+        process writes to its terminal reaches the stdout fifo, the stdin
+        fifo reaches the terminal, L{ConsoleIO.resize} sets the window size,
+        and the console socket's private directory is removed.
+        """
+        stdinPath = self.fifo("stdin")
+        stdoutPath = self.fifo("stdout")
+        io = ConsoleIO(self.reactor, stdinPath, stdoutPath, "")
+        assert io.consoleSocket is not None
+        socketDirectory = os.path.dirname(io.consoleSocket)
+        self.assertEqual(stat.S_IMODE(os.stat(socketDirectory).st_mode), 0o700)
+        self.assertTrue(stat.S_ISSOCK(os.stat(io.consoleSocket).st_mode))
+        for fd in (0, 1, 2):
+            self.assertEqual(
+                os.readlink(f"/proc/self/fd/{io.runcStdio[fd]}"), "/dev/null"
+            )
+        io.spawned()
+        master, slave = self.sendMaster(io.consoleSocket)
+        await io.attach()
+        self.fds.close(master)
+        await self.waitUntil(
+            lambda: not os.path.exists(socketDirectory), "the directory is removed"
+        )
+
+        clientOut = self.collect(self.openClient(stdoutPath, os.O_RDONLY))
+        terminal = self.collect(self.dup(slave))
+        os.write(slave, b"on the terminal")
+        self.assertEqual(await clientOut.waitFor(15), b"on the terminal")
+        clientIn = self.openClient(stdinPath, os.O_WRONLY)
+        os.write(clientIn, b"typed")
+        self.assertEqual(await terminal.waitFor(5), b"typed")
+
+        io.resize(132, 43)
+        size = fcntl.ioctl(slave, termios.TIOCGWINSZ, b"\0" * 8)
+        self.assertEqual(struct.unpack("HHHH", size)[:2], (43, 132))
+
+        terminal.stop()
+        self.fds.close(slave)
+        self.assertEqual(await clientOut.closed, b"on the terminal")
+        self.fds.close(clientIn)
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_closeUnattached(self) -> None:
+        """
+        A master that runc sent but that was never attached (runc failed
+        afterwards) is closed by L{ConsoleIO.close}.
+        """
+        io = ConsoleIO(self.reactor, "", "", "")
+        assert io.consoleSocket is not None
+        io.spawned()
+        master, slave = self.sendMaster(io.consoleSocket)
+        self.fds.close(master)
+        self.fds.close(slave)
+        received: list[int] = []
+
+        def record(fd: int) -> int:
+            received.append(fd)
+            return fd
+
+        io._console.received.addCallback(record)
+        await self.waitUntil(lambda: bool(received), "the master is received")
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_timeout(self) -> None:
+        """
+        If runc never sends the master, L{ConsoleIO.attach} fails after
+        L{CONSOLE_TIMEOUT} seconds and removes the socket's directory.
+        """
+        clock = self.clock
+        io = ConsoleIO(self.clocked, "", "", "")
+        assert io.consoleSocket is not None
+        socketDirectory = os.path.dirname(io.consoleSocket)
+        attached = io.attach()
+        clock.advance(CONSOLE_TIMEOUT - 1)
+        self.assertNoResult(attached)
+        clock.advance(1)
+        self.failureResultOf(attached, TimeoutError)
+        await self.waitUntil(
+            lambda: not os.path.exists(socketDirectory), "the directory is removed"
+        )
+        await io.close()
+        await self.assertNoLeaks()
