@@ -26,7 +26,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from shimd import RUNTIME_NAME, __version__, wire
+from shimd import RUNTIME_NAME, __version__, forkserver, wire
 from shimd.bootstrap import (
     decodeOptionsAny,
     parseStartInput,
@@ -313,6 +313,34 @@ def spawnDaemon(
         os.close(inherited)
 
 
+def launchDaemon(
+    arguments: list[str],
+    listener: socket.socket,
+    bundle: str,
+    environ: Mapping[str, str],
+) -> int:
+    """
+    Have the fork server fork the daemon, or, when none answers, spawn it
+    (and start a fork server for next time).
+
+    @return: the daemon's pid.
+    """
+    if forkserver.enabled(environ):
+        path = forkserver.socketPath()
+        try:
+            return forkserver.requestDaemon(
+                path, arguments, bundle, environ, listener.fileno()
+            )
+        except forkserver.ForkServerUnavailable:
+            try:
+                forkserver.spawnServer(path)
+            except OSError:
+                pass
+        except forkserver.ForkServerError as e:
+            raise LaunchError(str(e)) from e
+    return spawnDaemon(daemonCommand(arguments), listener, environ)
+
+
 def cgroupMode() -> str:
     """
     C{"v2"} on a unified cgroup hierarchy, C{"v1"} on a legacy or hybrid one.
@@ -385,7 +413,7 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
     arguments = daemonArguments(given.namespace, flags.id, given.address, given.debug)
     try:
         writeAddress(bundle, address)
-        pid = spawnDaemon(daemonCommand(arguments), listener, environ)
+        pid = launchDaemon(arguments, listener, bundle, environ)
     except BaseException:
         listener.close()
         os.unlink(path)

@@ -1160,6 +1160,8 @@ class LightweightTests(SynchronousTestCase):
             filter(None, [source, environment.get("PYTHONPATH")])
         )
         environment["TTRPC_ADDRESS"] = os.path.join(cwd, "nonexistent.ttrpc")
+        # The stub must be spawned, not forked by a fork server.
+        environment["SHIMD_FORKSERVER"] = "0"
         result = subprocess.run(
             [sys.executable, "-c", script, *arguments],
             cwd=cwd,
