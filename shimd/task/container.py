@@ -121,8 +121,17 @@ def _writePrivate(path: str, data: bytes) -> None:
 
 
 def _readPid(path: str) -> int:
-    with open(path) as f:
-        return int(f.read().strip())
+    """
+    The pid runc wrote to a pid file.
+
+    @raise TTRPCError: C{UNKNOWN} when it cannot be read, as in Go (not the
+        C{NOT_FOUND} a bare C{ENOENT} would give).
+    """
+    try:
+        with open(path) as f:
+            return int(f.read().strip())
+    except (OSError, ValueError) as e:
+        raise errors.unknown(f"failed to retrieve OCI runtime pid: {e}") from e
 
 
 class Container:
@@ -239,7 +248,10 @@ class Container:
                     noNewKeyring=self.options.no_new_keyring,
                 )
                 io.spawned()
-                await running
+                try:
+                    await running
+                except RuncError as e:
+                    raise errors.unknown(e.message) from e
                 await self._attach(io)
                 self.init.pid = _readPid(os.path.join(self.bundle, "init.pid"))
                 self._watch(self.init)
@@ -328,6 +340,9 @@ class Container:
         @return: its pid.
         """
         process.refuse("start")
+        if process.starting:
+            # Go's second Start waits for the first, then finds it running.
+            raise errors.unknown("cannot start a running process")
         process.starting = True
         self._starts += 1
         event: tuple[str, Message] | None = None
@@ -550,6 +565,16 @@ class Container:
             self.init.refuseDelete()
         else:
             process.refuse("delete")
+        if process.deleting:
+            # Go's second Delete waits for the first, then finds it deleted.
+            raise errors.notFound("cannot delete a deleted process")
+        process.deleting = True
+        try:
+            await self._delete(process)
+        finally:
+            process.deleting = False
+
+    async def _delete(self, process: Process) -> None:
         if process.io is not None:
             await process.io.waitDrained(DRAIN_TIMEOUT)
         if process is self.init:
@@ -721,7 +746,7 @@ class Container:
             raise errors.notFound("cgroup does not exist")
         try:
             metrics = self.cgroup.stats()
-        except OSError as e:
+        except (OSError, cgroups.CgroupError) as e:
             raise errors.unknown(f"failed to read cgroup stats: {e}") from e
         return AnyMessage(
             type_url=self.cgroup.typeURL, value=metrics.SerializeToString()

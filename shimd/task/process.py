@@ -115,6 +115,7 @@ class Process:
     @ivar id: the container id for init, the exec id for an exec.
     @ivar io: the process's stdio, once it has been set up.
     @ivar starting: whether a C{Start} for it is in progress.
+    @ivar deleting: whether a C{Delete} of it is in progress.
     """
 
     refusals: dict[str, dict[State, str]] = {}
@@ -132,6 +133,7 @@ class Process:
         self.io: ProcessIO | None = None
         self.exit: Exit | None = None
         self.starting = False
+        self.deleting = False
         self._waiters: list[Deferred[Exit | None]] = []
 
     def refuse(self, operation: str) -> None:
