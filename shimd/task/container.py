@@ -369,6 +369,8 @@ class Container:
         return process.pid
 
     async def _startInit(self) -> None:
+        if self.cgroup is None and self.init.pid:
+            self._loadCgroup()
         if self.init.state is State.CREATED_CHECKPOINT:
             await self._restore()
         else:
@@ -419,6 +421,7 @@ class Container:
         self._loadCgroup()
 
     async def _startExec(self, process: ExecProcess) -> None:
+        process.exit = None
         io = self._createIO(process)
         process.io = io
         spec = dict(process.spec, terminal=process.terminal)
@@ -487,13 +490,7 @@ class Container:
             self._maybeFinishInitExit()
             return
         self._initExit = exit
-        if self.init.state is State.PAUSED:
-            self.runc.resume(self.id).addErrback(
-                lambda failure: self.log.warn(
-                    "resume of exited container failed: {error}",
-                    error=failure.getErrorMessage(),
-                )
-            )
+        paused = self.init.state is State.PAUSED
         self._execWait = self.environment.reactor.callLater(
             EXEC_EXIT_WAIT, self._finishInitExit
         )
@@ -506,13 +503,29 @@ class Container:
                     error=failure.getErrorMessage(),
                 )
             )
-            killed.addBoth(self._killedAll)
+            killed.addBoth(self._killedAll, paused)
         else:
+            if paused:
+                self._thaw()
             self._maybeFinishInitExit()
 
-    def _killedAll(self, result: object) -> None:
+    def _killedAll(self, result: object, paused: bool) -> None:
+        """
+        The rest of the container has been killed; thaw it if it was paused
+        (the SIGKILLs land as it thaws), as the Go shim does.
+        """
         self._killingAll = False
+        if paused:
+            self._thaw()
         self._maybeFinishInitExit()
+
+    def _thaw(self) -> None:
+        self.runc.resume(self.id).addErrback(
+            lambda failure: self.log.warn(
+                "resume of exited container failed: {error}",
+                error=failure.getErrorMessage(),
+            )
+        )
 
     def _execsRunning(self) -> bool:
         return any(e.starting or e.state is State.RUNNING for e in self.execs.values())

@@ -12,6 +12,7 @@ serves a whole pod, and one container's failure touches no other.
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 from collections.abc import Callable, Coroutine
@@ -51,12 +52,12 @@ def validateIdentifier(identifier: str) -> None:
         raise errors.invalidArgument("identifier must not be empty")
     if len(identifier) > MAX_IDENTIFIER_LENGTH:
         raise errors.invalidArgument(
-            f"identifier {identifier!r} greater than maximum length "
+            f"identifier {json.dumps(identifier)} greater than maximum length "
             f"({MAX_IDENTIFIER_LENGTH} characters)"
         )
     if not IDENTIFIER.match(identifier):
         raise errors.invalidArgument(
-            f"identifier {identifier!r} must match {IDENTIFIER.pattern}"
+            f"identifier {json.dumps(identifier)} must match {IDENTIFIER.pattern}"
         )
 
 
