@@ -24,6 +24,19 @@ if TYPE_CHECKING:
     from shimd.launcher import Flags
 
 LOG_FIFO = "log"
+PROCESS_NAME = b"containerd-shim"
+PR_SET_NAME = 15
+
+
+def nameProcess(name: bytes) -> None:
+    """
+    Set the process name C{ps} and C{pgrep} show (15 bytes at most): the
+    same C{containerd-shim} the Go shim's processes show, whether the daemon
+    was spawned or forked by the fork server.
+    """
+    import ctypes
+
+    ctypes.CDLL(None).prctl(PR_SET_NAME, ctypes.c_char_p(name[:15]), 0, 0, 0)
 
 
 def openLog(path: str) -> int:
@@ -58,6 +71,7 @@ def run(argv: Sequence[str], logPath: str | None = None) -> int:
     """
     if logPath is not None:
         openLog(logPath)
+    nameProcess(PROCESS_NAME)
     from twisted.internet import epollreactor
 
     epollreactor.install()
