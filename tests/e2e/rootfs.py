@@ -17,6 +17,7 @@ import os
 import shutil
 import tarfile
 import tempfile
+from collections.abc import Mapping
 
 from tests.e2e.runtimes import BUSYBOX
 
@@ -131,20 +132,28 @@ def _json(document: object) -> bytes:
     return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
 
 
-def ociArchive(name: str = IMAGE_NAME) -> bytes:
+def ociArchive(
+    name: str = IMAGE_NAME, imageConfig: Mapping[str, object] | None = None
+) -> bytes:
     """
     An OCI image layout as a tar stream: C{oci-layout}, C{index.json} and
     the blobs of one linux/amd64 image (one busybox layer), named C{name}
     through the C{io.containerd.image.name} and
     C{org.opencontainers.image.ref.name} annotations.
+
+    @param imageConfig: the image configuration's C{config} object
+        (C{Env}, C{Entrypoint}, C{Cmd}, ...); by default C{PATH=/bin} and
+        the command C{/bin/sh}.
     """
+    if imageConfig is None:
+        imageConfig = {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]}
     layer = busyboxLayer()
     layerDigest = "sha256:" + hashlib.sha256(layer).hexdigest()
     config = _json(
         {
             "architecture": "amd64",
             "os": "linux",
-            "config": {"Env": ["PATH=/bin"], "Cmd": ["/bin/sh"]},
+            "config": dict(imageConfig),
             "rootfs": {"type": "layers", "diff_ids": [layerDigest]},
             "history": [{"created_by": "shimd e2e tests"}],
         }
