@@ -27,11 +27,95 @@ from collections.abc import Callable, Mapping
 from shimd import RUNTIME_NAME, __version__, wire
 
 RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
+RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
 FEATURES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/features/Features"
 LOG_LEVEL_DEBUG = -4
 FEATURES_CACHE_DIR = "/run/shimd"
 
 Message = dict[int, list[int | bytes]]
+
+# The runc options a runtimeoptions.v1.Options config file may set, by the
+# names containerd's own configuration gives them: field number and type.
+OPTION_NAMES: dict[str, tuple[int, type]] = {
+    "NoPivotRoot": (1, bool),
+    "NoNewKeyring": (2, bool),
+    "ShimCgroup": (3, str),
+    "IoUid": (4, int),
+    "IoGid": (5, int),
+    "BinaryName": (6, str),
+    "Root": (7, str),
+    "CriuPath": (8, str),
+    "SystemdCgroup": (9, bool),
+    "CriuImagePath": (10, str),
+    "CriuWorkPath": (11, str),
+}
+
+
+class OptionsError(ValueError):
+    """
+    Runtime options that cannot be used; the message says why.
+    """
+
+
+def runcOptionsFromFile(path: str) -> bytes:
+    """
+    Encode the runc options a TOML file sets, by containerd's names
+    (C{BinaryName = "/usr/sbin/runc"}, C{SystemdCgroup = true}, ...).
+
+    @raise OptionsError: for an unreadable file, an unknown name or a value
+        of the wrong type.
+    """
+    import tomllib
+
+    try:
+        with open(path, "rb") as f:
+            document = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise OptionsError(f"runtime options file {path}: {e}") from e
+    encoded = b""
+    for name, value in sorted(
+        document.items(), key=lambda item: OPTION_NAMES.get(item[0], (99,))[0]
+    ):
+        if name not in OPTION_NAMES:
+            raise OptionsError(f"runtime options file {path}: unknown option {name}")
+        number, kind = OPTION_NAMES[name]
+        if type(value) is not kind:
+            raise OptionsError(
+                f"runtime options file {path}: {name} must be a {kind.__name__}"
+            )
+        if isinstance(value, str):
+            encoded += wire.stringField(number, value)
+        else:
+            assert isinstance(value, int)
+            encoded += wire.varintField(number, int(value))
+    return encoded
+
+
+def runcOptions(typeURL: str, value: bytes) -> bytes | None:
+    """
+    The encoded C{containerd.runc.v1.Options} an options C{Any} carries.
+
+    containerd 1.6's CRI plugin sends a C{runtimeoptions.v1.Options} (a
+    C{TypeUrl} and a C{ConfigPath}) for every runtime type but its own runc
+    ones; its config file then holds the runc options.
+
+    @return: the options' bytes, or L{None} for another type.
+    @raise OptionsError: when a C{runtimeoptions.v1.Options} names another
+        type, or its file cannot be used.
+    """
+    if typeURL == RUNC_OPTIONS_TYPE:
+        return value
+    if typeURL != RUNTIME_OPTIONS_TYPE:
+        return None
+    try:
+        fields = wire.decode(value)
+    except wire.WireError as e:
+        raise OptionsError(f"unmarshal {RUNTIME_OPTIONS_TYPE}: {e}") from e
+    named = wire.lastString(fields, 1)
+    if named not in ("", RUNC_OPTIONS_TYPE):
+        raise OptionsError(f"{RUNTIME_OPTIONS_TYPE} of type {named}: not supported")
+    path = wire.lastString(fields, 2)
+    return runcOptionsFromFile(path) if path else b""
 
 
 class StartInput:
@@ -79,15 +163,15 @@ def _strings(message: Message, *numbers: int) -> bool:
 
 def decodeOptionsAny(data: bytes) -> Message:
     """
-    The runc options in an encoded C{Any}, by field number; empty for any
-    other type, or for malformed bytes.
+    The runc options in an encoded C{Any} (directly, or through a
+    C{runtimeoptions.v1.Options} file), by field number; empty for any other
+    type, or for options that cannot be read.
     """
     try:
         envelope = wire.decode(data)
-        if wire.lastString(envelope, 1) != RUNC_OPTIONS_TYPE:
-            return {}
-        return wire.decode(wire.lastBytes(envelope, 2))
-    except wire.WireError:
+        options = runcOptions(wire.lastString(envelope, 1), wire.lastBytes(envelope, 2))
+        return wire.decode(options) if options is not None else {}
+    except (wire.WireError, OptionsError):
         return {}
 
 

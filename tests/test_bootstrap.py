@@ -255,3 +255,77 @@ class InfoCommandTests(SynchronousTestCase):
         self.assertEqual(result.returncode, 1)
         self.assertEqual(result.stdout, b"")
         self.assertIn(b"no-such-runc", result.stderr)
+
+
+class RuntimeOptionsFileTests(SynchronousTestCase):
+    """
+    C{runtimeoptions.v1.Options}, which containerd's CRI plugin sends for a
+    runtime type other than its runc ones: a C{TypeUrl} and a C{ConfigPath}
+    naming a TOML file of runc options.
+    """
+
+    def wrapper(self, path: str, typeURL: str = "") -> bytes:
+        return field(1, typeURL.encode()) + field(2, path.encode())
+
+    def test_file(self) -> None:
+        config = FilePath(self.mktemp())
+        config.setContent(
+            b'BinaryName = "/usr/sbin/runc"\nSystemdCgroup = true\nIoUid = 7\n'
+        )
+        encoded = bootstrap.runcOptions(
+            "runtimeoptions.v1.Options",
+            self.wrapper(config.path, "containerd.runc.v1.Options"),
+        )
+        assert encoded is not None
+        self.assertEqual(
+            runc_options_pb2.Options.FromString(encoded),
+            runc_options_pb2.Options(
+                binary_name="/usr/sbin/runc", systemd_cgroup=True, io_uid=7
+            ),
+        )
+
+    def test_noFile(self) -> None:
+        self.assertEqual(
+            bootstrap.runcOptions("runtimeoptions.v1.Options", self.wrapper("")), b""
+        )
+
+    def test_refused(self) -> None:
+        config = FilePath(self.mktemp())
+        for content, reason in (
+            (b"Nope = 1\n", "unknown option Nope"),
+            (b'SystemdCgroup = "yes"\n', "SystemdCgroup must be a bool"),
+            (b"not toml [", "runtime options file"),
+        ):
+            config.setContent(content)
+            error = self.assertRaises(
+                bootstrap.OptionsError,
+                bootstrap.runcOptions,
+                "runtimeoptions.v1.Options",
+                self.wrapper(config.path),
+            )
+            self.assertIn(reason, str(error))
+        self.assertRaises(
+            bootstrap.OptionsError,
+            bootstrap.runcOptions,
+            "runtimeoptions.v1.Options",
+            self.wrapper("", "other.Type"),
+        )
+
+    def test_otherTypes(self) -> None:
+        self.assertEqual(
+            bootstrap.runcOptions("containerd.runc.v1.Options", b"x"), b"x"
+        )
+        self.assertIsNone(bootstrap.runcOptions("x.Y", b""))
+
+    def test_startReadsFile(self) -> None:
+        """
+        C{start} finds C{ShimCgroup} in the file, as it would in the options
+        themselves.
+        """
+        config = FilePath(self.mktemp())
+        config.setContent(b'ShimCgroup = "/shims"\n')
+        stdin = any_pb2.Any(
+            type_url="runtimeoptions.v1.Options", value=self.wrapper(config.path)
+        ).SerializeToString()
+        options = bootstrap.decodeOptionsAny(stdin)
+        self.assertEqual(wire.lastString(options, 3), "/shims")

@@ -576,6 +576,70 @@ class CreateTests(TaskServiceTestCase):
             )
         self.assertEqual((self.io().ioUID, self.io().ioGID), (1000, 1001))
 
+    def test_runtimeOptionsFile(self) -> None:
+        """
+        A C{runtimeoptions.v1.Options} (what containerd's CRI plugin sends
+        for a runtime type other than its runc ones) names a TOML file of
+        runc options by containerd's names; they are used as if sent
+        directly.
+        """
+        config = os.path.join(self.root, "runc.toml")
+        with open(config, "w") as f:
+            f.write('BinaryName = "/opt/bin/runc2"\nRoot = "/run/other"\n')
+        bundle = self.bundle()
+        self.runc.expect(
+            ExpectRunc(
+                "/opt/bin/runc2",
+                "--root",
+                f"/run/other/{NAMESPACE}",
+                "--log",
+                os.path.join(bundle, "log.json"),
+                "--log-format",
+                "json",
+                "create",
+                "--bundle",
+                bundle,
+                "--pid-file",
+                os.path.join(bundle, "init.pid"),
+                "c1",
+            ).pid(100)
+        )
+        wrapper = AnyMessage(
+            type_url="runtimeoptions.v1.Options",
+            value=b"\x12" + bytes([len(config)]) + config.encode(),
+        )
+        self.succeed(
+            self.service.Create,
+            task_pb2.CreateTaskRequest(id="c1", bundle=bundle, options=wrapper),
+        )
+        with open(os.path.join(bundle, "options.json"), "rb") as f:
+            self.assertEqual(
+                json.loads(f.read()),
+                {"binary_name": "/opt/bin/runc2", "root": "/run/other"},
+            )
+
+    def test_runtimeOptionsFileUnusable(self) -> None:
+        """
+        An options file that is missing or sets an unknown option fails the
+        C{Create} with INVALID_ARGUMENT naming it.
+        """
+        config = os.path.join(self.root, "bad.toml")
+        with open(config, "w") as f:
+            f.write("Frobnicate = true\n")
+        bundle = self.bundle()
+        for path, reason in ((config, "unknown option Frobnicate"), ("/nope", "/nope")):
+            wrapper = AnyMessage(
+                type_url="runtimeoptions.v1.Options",
+                value=b"\x12" + bytes([len(path)]) + path.encode(),
+            )
+            result = self.call(
+                self.service.Create,
+                task_pb2.CreateTaskRequest(id="c1", bundle=bundle, options=wrapper),
+            )
+            error = self.failureResultOf(result, TTRPCError).value
+            self.assertEqual(error.code, Code.INVALID_ARGUMENT)
+            self.assertIn(reason, error.message)
+
     def test_unknownOptionsType(self) -> None:
         """
         Options of any other type fail with UNKNOWN C{type with url X: not

@@ -27,7 +27,7 @@ from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.message import DecodeError, Message
 from twisted.logger import Logger
 
-from shimd import cgroups, mount
+from shimd import bootstrap, cgroups, mount
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
 from shimd.reaper import Exit, Reaper
 from shimd.runc import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
@@ -66,17 +66,25 @@ class Environment:
 
 def decodeOptions(options: AnyMessage) -> runc_options_pb2.Options:
     """
-    The runc options of a C{Create}: empty when none were given.
+    The runc options of a C{Create}: empty when none were given. They come
+    as C{containerd.runc.v1.Options}, or (from containerd's CRI plugin, for
+    a runtime type other than its own runc ones) as a
+    C{runtimeoptions.v1.Options} naming a TOML file of them.
 
-    @raise TTRPCError: C{UNKNOWN} for any other type.
+    @raise TTRPCError: C{UNKNOWN} for any other type; C{INVALID_ARGUMENT} for
+        an options file that cannot be used.
     """
     decoded = runc_options_pb2.Options()
     if not options.type_url:
         return decoded
-    if options.type_url != RUNC_OPTIONS_TYPE:
+    try:
+        encoded = bootstrap.runcOptions(options.type_url, options.value)
+    except bootstrap.OptionsError as e:
+        raise errors.invalidArgument(str(e)) from e
+    if encoded is None:
         raise errors.unknown(f"type with url {options.type_url}: not found")
     try:
-        decoded.ParseFromString(options.value)
+        decoded.ParseFromString(encoded)
     except DecodeError as e:
         raise errors.unknown(f"unmarshal {RUNC_OPTIONS_TYPE}: {e}") from e
     return decoded

@@ -103,6 +103,18 @@ def pauseArchive() -> bytes:
     )
 
 
+# A shimd handler given runc options the only way containerd 1.6's CRI
+# plugin can pass them to a runtime type of its own: a file named by
+# runtimeoptions.v1.Options (README, Kubernetes).
+OPTIONS_HANDLER = """
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.pyrunc-options]
+  runtime_type = "io.containerd.pyrunc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.pyrunc-options.options]
+    TypeUrl = "containerd.runc.v1.Options"
+    ConfigPath = "{configPath}"
+"""
+
+
 def deployedRuntimeEntry() -> str:
     """
     The text of C{deploy/containerd-config.toml}: the C{runc} and C{pyrunc}
@@ -130,6 +142,8 @@ class CRIContainerd(PrivateContainerd):
         self.cniBinDir = os.path.join(self.baseDir, "cni", "bin")
         self.cniConfDir = os.path.join(self.baseDir, "cni", "conf")
         self.imageDir = os.path.join(self.baseDir, "images")
+        self.runcOptionsPath = os.path.join(self.baseDir, "runc-options.toml")
+        self.runcRoot = os.path.join(self.baseDir, "runc-root")
 
     def writeConfig(self) -> None:
         """
@@ -155,6 +169,9 @@ class CRIContainerd(PrivateContainerd):
                 )
             )
             f.write(deployedRuntimeEntry())
+            f.write(OPTIONS_HANDLER.format(configPath=self.runcOptionsPath))
+        with open(self.runcOptionsPath, "w") as f:
+            f.write(f'Root = "{self.runcRoot}"\n')
 
     def environment(self) -> dict[str, str]:
         """

@@ -65,9 +65,8 @@ class DeployTests(TestCase):
         CRI plugin) and C{pyrunc}, of runtime type
         C{io.containerd.pyrunc.v2}, which containerd resolves to the binary
         C{containerd-shim-pyrunc-v2} (the last two dot-separated parts), the
-        name of shimd's console script. Neither has an C{options} table,
-        which containerd 1.6 would send to shimd as
-        C{runtimeoptions.v1.Options}, a type no runc shim accepts.
+        name of shimd's console script. Neither has an C{options} table
+        (the one for shimd is shown commented out).
         """
         with open(DEPLOY_CONFIG, "rb") as f:
             config = tomllib.load(f)
@@ -85,6 +84,21 @@ class DeployTests(TestCase):
             f"containerd-shim-{name}-{version} = shimd.launcher:main",
             _read("setup.cfg"),
         )
+
+    def test_runcOptionsFile(self) -> None:
+        """
+        C{deploy/runc-options.toml} is a file of runc options shimd reads
+        through C{runtimeoptions.v1.Options}.
+        """
+        from shimd.bootstrap import runcOptionsFromFile
+        from shimd.protos import runc_options_pb2
+
+        options = runc_options_pb2.Options.FromString(
+            runcOptionsFromFile(os.path.join(DEPLOY, "runc-options.toml"))
+        )
+        self.assertEqual(options.binary_name, "runc")
+        self.assertEqual(options.root, "/run/containerd/runc")
+        self.assertFalse(options.systemd_cgroup)
 
     def test_runtimeClass(self) -> None:
         """

@@ -507,3 +507,26 @@ class PodTestsGo(PodTestsMixin, TestCase):
 class PodTestsShimd(PodTestsMixin, TestCase):
     runtime = SHIMD
     handler = "pyrunc"
+
+
+class RuntimeOptionsTests(PodTestsMixin, TestCase):
+    """
+    shimd given runc options through the CRI plugin: a handler whose
+    C{options} name a file of them (C{runtimeoptions.v1.Options}).
+    """
+
+    runtime = SHIMD
+    handler = "pyrunc-options"
+
+    def test_optionsFromFile(self) -> None:
+        """
+        The file's C{Root} is runc's state root: the pod's sandbox and
+        container are created under it, in the C{k8s.io} namespace, and run.
+        """
+        pod = self.runPod("options")
+        container = self.startContainer(pod, "app", ["/bin/sleep", "1000"])
+        self.waitForState(container, api.CONTAINER_RUNNING)
+        states = os.listdir(os.path.join(self.containerd.runcRoot, "k8s.io"))
+        self.assertIn(pod.sandboxID, states)
+        self.assertIn(container, states)
+        self.assertExec(container, ["/bin/echo", "rooted"], (b"rooted\n", b"", 0))
