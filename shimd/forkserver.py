@@ -205,6 +205,13 @@ def preload() -> None:
     PluginRegistry().discover()
     if "twisted.internet.reactor" in sys.modules:
         raise RuntimeError("preloading installed a reactor; a fork would share it")
+    import gc
+
+    # What is loaded now lives as long as the server and its children: move
+    # it out of the collector's sight, so that collections in a child do not
+    # write to (and so copy) the pages it shares with the server.
+    gc.collect()
+    gc.freeze()
 
 
 def _peerIsSelf(connection: socket.socket) -> bool:

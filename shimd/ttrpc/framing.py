@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
-
-import attr
+from typing import NamedTuple
 
 HEADER = struct.Struct(">IIBB")
 HEADER_SIZE = HEADER.size
@@ -24,10 +23,9 @@ REQUEST = 0x01
 RESPONSE = 0x02
 
 
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class Frame:
+class Frame(NamedTuple):
     """
-    One whole frame.
+    One whole frame. (A named tuple: one is made for every message.)
     """
 
     streamID: int
@@ -36,8 +34,7 @@ class Frame:
     payload: bytes
 
 
-@attr.s(frozen=True, slots=True, auto_attribs=True)
-class OversizedFrame:
+class OversizedFrame(NamedTuple):
     """
     A frame whose payload was over the limit and has been skipped.
 

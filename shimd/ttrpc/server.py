@@ -21,7 +21,7 @@ import attr
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 from google.protobuf.message_factory import GetMessageClass
-from twisted.internet.defer import CancelledError, Deferred, maybeDeferred
+from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IDelayedCall, IPushProducer, IReactorTime
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -40,26 +40,37 @@ from shimd.ttrpc.framing import (
     oversizeMessage,
 )
 from shimd.ttrpc.status import Code, TTRPCError, statusFromException
+from shimd.wire import encodeVarint
 
 Handler = Callable[[Any, "CallContext"], Any]
 _PEERCRED = struct.Struct("3i")
 
 
-@attr.s(frozen=True, auto_attribs=True)
 class CallContext:
     """
-    What a handler may know about the call beyond its request message.
+    What a handler may know about the call beyond its request message. (A
+    plain class with slots: one is built for every call.)
 
     @ivar metadata: the request metadata as a multimap; keys lower-cased.
     @ivar timeout: the deadline the client set, in seconds from receipt, or
         L{None} for none.
     """
 
-    service: str
-    method: str
-    streamID: int
-    metadata: dict[str, list[str]]
-    timeout: float | None
+    __slots__ = ("metadata", "method", "service", "streamID", "timeout")
+
+    def __init__(
+        self,
+        service: str,
+        method: str,
+        streamID: int,
+        metadata: dict[str, list[str]],
+        timeout: float | None,
+    ) -> None:
+        self.service = service
+        self.method = method
+        self.streamID = streamID
+        self.metadata = metadata
+        self.timeout = timeout
 
 
 @attr.s(frozen=True, auto_attribs=True)
@@ -235,7 +246,19 @@ class TTRPCServerProtocol(Protocol):
         Run the handler and answer when its Deferred fires, or when the
         client's deadline passes first.
         """
-        call = maybeDeferred(method.handler, message, context)
+        try:
+            answer = method.handler(message, context)
+        except Exception:
+            answer = Failure()
+        if not isinstance(answer, Deferred):
+            # Most calls (State, for one) answer at once: no Deferred, no
+            # timer, no bookkeeping.
+            if isinstance(answer, Failure):
+                self._sendFailure(context, answer, timedOut=False)
+            else:
+                self._sendPayload(context.streamID, answer)
+            return
+        call: Deferred[Any] = answer
         expired = []
         timer: IDelayedCall | None = None
         if context.timeout is not None:
@@ -267,10 +290,10 @@ class TTRPCServerProtocol(Protocol):
                 streamID, Code.RESOURCE_EXHAUSTED, oversizeMessage(len(payload))
             )
             return
-        response = ttrpc_pb2.Response(payload=payload)
-        self.transport.write(
-            encodeFrame(streamID, RESPONSE, response.SerializeToString())
-        )
+        # The Response envelope with only its payload field (2), by hand:
+        # the hot path of every successful call.
+        envelope = b"\x12" + encodeVarint(len(payload)) + payload if payload else b""
+        self.transport.write(encodeFrame(streamID, RESPONSE, envelope))
 
     def _sendFailure(
         self, context: CallContext, failure: Failure, timedOut: bool
