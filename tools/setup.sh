@@ -29,5 +29,9 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+# Compile shimd's modules now: containerd starts the shim binary twice per
+# container, and an environment with PYTHONDONTWRITEBYTECODE set would
+# otherwise have it compile them from source every time.
+.venv/bin/python -m compileall -q shimd
 ln -sf "$PWD/.venv/bin/containerd-shim-pyrunc-v2" /usr/local/bin/containerd-shim-pyrunc-v2
 echo "shimd is set up: $(.venv/bin/containerd-shim-pyrunc-v2 -v | sed -n 2p | xargs)"
