@@ -22,6 +22,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -469,10 +470,44 @@ def unmountAll(target: str) -> None:
         raise OSError(error, f"unmount {target}: {os.strerror(error)}")
 
 
+def removeStaleSocket(bundle: str) -> None:
+    """
+    Remove the socket file named by the bundle's C{address} if no shim
+    listens on it any more: a shim that was killed cannot remove its own.
+    A group's shim that still serves other containers answers, and keeps
+    its socket; so does anything but a unix socket whose connections are
+    refused.
+    """
+    try:
+        with open(os.path.join(bundle, "address")) as f:
+            path = f.read().strip().removeprefix("unix://")
+        if not path or not stat.S_ISSOCK(os.lstat(path).st_mode):
+            return
+    except OSError:
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    refused = False
+    try:
+        probe.connect(path)
+    except ConnectionRefusedError:
+        refused = True
+    except OSError:
+        pass
+    finally:
+        probe.close()
+    if refused:
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+
+
 def delete(flags: Flags, cwd: str) -> bytes:
     """
     The C{delete} action: clean up after a shim that is gone. Force-delete
-    the container with runc, unmount its rootfs, and report it killed.
+    the container with runc, unmount its rootfs, remove the dead shim's
+    socket file, and report the container killed.
 
     @return: the encoded C{containerd.task.v2.DeleteResponse} to print.
     """
@@ -509,6 +544,7 @@ def delete(flags: Flags, cwd: str) -> bytes:
         unmountAll(os.path.join(bundle, "rootfs"))
     except OSError as e:
         print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+    removeStaleSocket(bundle)
     try:
         with open(os.path.join(bundle, "init.pid")) as f:
             pid = int(f.read().strip())

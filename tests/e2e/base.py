@@ -77,13 +77,22 @@ class E2EMixin(_Base):
                 f"end-to-end test of {self.runtime.binaryName} needs: "
                 + ", ".join(missing)
             )
-        self.containerd = sharedContainerd()
+        self.containerd = self.makeContainerd()
         self._logStart = self.containerd.logOffset()
         self.namespace = TestNamespace(
             self.containerd, uniqueNamespace(self.runtime.name)
         )
         self.addCleanup(self.namespace.cleanUp)
         self.assertCtr(self.ctr("namespaces", "create", self.namespace.name))
+
+    def makeContainerd(self) -> PrivateContainerd:
+        """
+        The containerd this test runs against: the shared one. A test that
+        stops or restarts containerd may override this to start one of its
+        own (and register its C{destroy} as a cleanup, so that it runs after
+        the namespace's).
+        """
+        return sharedContainerd()
 
     # Diagnostics
 

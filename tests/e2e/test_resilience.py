@@ -54,10 +54,10 @@ class ResilienceTestsMixin(E2EMixin):
         C{delete} action: the container's processes are killed, its runc
         state, rootfs mount, cgroups and bundle are removed, and containerd
         itself publishes C{/tasks/exit} and C{/tasks/delete} with the init
-        pid and status 137 from the action's C{DeleteResponse}. The dead
-        shim's socket file stays (nothing listens on it; the Go shim leaves
-        it), and a new task with the same id starts all the same: C{start}
-        replaces a stale socket.
+        pid and status 137 from the action's C{DeleteResponse}. Nothing
+        listens on the dead shim's socket any more (the Go shim's action
+        leaves the file, shimd's removes it), and a new task with the same id
+        starts all the same: C{start} replaces a stale socket.
         """
         image = self.importImage()
         events = self.recordEvents()
