@@ -19,8 +19,6 @@ check every one against the generated classes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Callable, Mapping
 
@@ -252,6 +250,8 @@ def runcFeatures(binary: str, run: Callable[[list[str]], tuple[int, bytes]]) -> 
 
     @param run: runs a command and returns its exit status and stdout.
     """
+    import hashlib
+    import json
     import shutil
 
     path = shutil.which(binary)

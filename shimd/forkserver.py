@@ -24,14 +24,14 @@ launcher imports it on containerd's critical path.
 
 from __future__ import annotations
 
-import hashlib
-import json
+import _socket
+import array
 import os
-import signal
-import socket
 import struct
 import sys
 from collections.abc import Mapping, Sequence
+
+from shimd.launcher import sha256
 
 SOCKET_DIR = "/run/shimd"
 IDLE_TIMEOUT = 900.0
@@ -64,7 +64,7 @@ def fingerprint(package: str | None = None) -> str:
     """
     if package is None:
         package = os.path.dirname(os.path.abspath(__file__))
-    digest = hashlib.sha256(f"{sys.executable}\0{package}".encode())
+    digest = sha256(f"{sys.executable}\0{package}".encode())
     for directory, subdirectories, files in os.walk(package):
         subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
         for name in sorted(files):
@@ -92,15 +92,59 @@ def enabled(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(DISABLE_VARIABLE, "1") not in ("0", "no", "false")
 
 
-def _sendMessage(connection: socket.socket, payload: bytes, fds: Sequence[int]) -> None:
+class Request:
+    """
+    What a daemon is forked with: its command line flags (as the launcher
+    parses them), its working directory and its environment.
+
+    On the wire, NUL-separated strings (which none of them can contain): the
+    directory, the number of flags, the flags, then C{NAME=VALUE} for each
+    variable.
+    """
+
+    def __init__(self, argv: Sequence[str], cwd: str, environ: Mapping[str, str]):
+        self.argv = list(argv)
+        self.cwd = cwd
+        self.environ = dict(environ)
+
+    def encode(self) -> bytes:
+        words = [self.cwd, str(len(self.argv)), *self.argv]
+        words += [f"{name}={value}" for name, value in self.environ.items()]
+        return "\0".join(words).encode("utf-8", "surrogateescape")
+
+    @classmethod
+    def decode(cls, payload: bytes) -> Request:
+        """
+        @raise ForkServerError: when C{payload} is not a request.
+        """
+        words = payload.decode("utf-8", "surrogateescape").split("\0")
+        try:
+            count = int(words[1])
+        except (IndexError, ValueError) as e:
+            raise ForkServerError("malformed request") from e
+        if count < 0 or len(words) < 2 + count or not words[0].startswith("/"):
+            raise ForkServerError("malformed request")
+        variables = words[2 + count :]
+        if any("=" not in variable for variable in variables):
+            raise ForkServerError("malformed environment")
+        environ = dict(variable.split("=", 1) for variable in variables)
+        return cls(words[2 : 2 + count], words[0], environ)
+
+
+def _sendMessage(
+    connection: _socket.socket, payload: bytes, fds: Sequence[int]
+) -> None:
     framed = _LENGTH.pack(len(payload)) + payload
-    sent = socket.send_fds(connection, [framed], list(fds))
+    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))]
+    sent = connection.sendmsg([framed], rights)
     if sent < len(framed):
         connection.sendall(framed[sent:])
 
 
-def _receiveMessage(connection: socket.socket) -> tuple[bytes, list[int]]:
-    data, fds, _, _ = socket.recv_fds(connection, 65536, 4)
+def _receiveMessage(connection: _socket.socket) -> tuple[bytes, list[int]]:
+    import socket
+
+    data, fds, _, _ = socket.recv_fds(connection, 65536, 4)  # type: ignore[arg-type]
     received = bytearray(data)
     try:
         while len(received) < _LENGTH.size:
@@ -137,19 +181,19 @@ def requestDaemon(
         them).
     @param listener: the listening socket the daemon serves on.
     @return: the daemon's pid.
-    @raise ForkServerUnavailable: when no server answers there.
-    @raise ForkServerError: when the server refused, or failed after the
-        request was sent (a daemon may then exist).
+    @raise ForkServerUnavailable: when no server answers there, or it refused
+        the request (no daemon exists).
+    @raise ForkServerError: when it failed after the request was sent (a
+        daemon may then exist).
     """
-    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     connection.settimeout(CONNECT_TIMEOUT)
     try:
         try:
             connection.connect(path)
         except OSError as e:
             raise ForkServerUnavailable(f"no fork server at {path}: {e}") from e
-        request = {"argv": list(argv), "cwd": cwd, "env": dict(environ)}
-        _sendMessage(connection, json.dumps(request).encode(), [listener])
+        _sendMessage(connection, Request(argv, cwd, environ).encode(), [listener])
         reply = b""
         while chunk := connection.recv(4096):
             reply += chunk
@@ -157,13 +201,12 @@ def requestDaemon(
         raise ForkServerError(f"fork server at {path}: {e}") from e
     finally:
         connection.close()
-    try:
-        answer = json.loads(reply)
-    except ValueError as e:
-        raise ForkServerError(f"bad reply from the fork server: {reply!r}") from e
-    if "pid" not in answer:
-        raise ForkServerUnavailable(str(answer.get("error", "no pid in the reply")))
-    return int(answer["pid"])
+    kind, _, value = reply.decode("utf-8", "replace").partition(" ")
+    if kind == "pid" and value.isdigit():
+        return int(value)
+    if kind == "error":
+        raise ForkServerUnavailable(value)
+    raise ForkServerError(f"bad reply from the fork server: {reply!r}")
 
 
 def spawnServer(path: str) -> None:
@@ -214,16 +257,16 @@ def preload() -> None:
     gc.freeze()
 
 
-def _peerIsSelf(connection: socket.socket) -> bool:
+def _peerIsSelf(connection: _socket.socket) -> bool:
     credentials = connection.getsockopt(
-        socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i")
+        _socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")
     )
     _, uid, _ = struct.unpack("3i", credentials)
     return uid == os.geteuid()
 
 
 def _becomeDaemon(
-    request: dict[str, object], listener: int, closing: Sequence[socket.socket]
+    request: Request, listener: int, closing: Sequence[_socket.socket]
 ) -> int:
     """
     In the forked child: set up the process as C{start} would have spawned
@@ -231,18 +274,15 @@ def _becomeDaemon(
 
     @return: the exit status.
     """
+    import signal
+
     for sock in closing:
         sock.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     os.setsid()
-    cwd = request["cwd"]
-    environ = request["env"]
-    argv = request["argv"]
-    assert isinstance(cwd, str) and isinstance(environ, dict)
-    assert isinstance(argv, list)
-    os.chdir(cwd)
+    os.chdir(request.cwd)
     os.environ.clear()
-    os.environ.update({str(k): str(v) for k, v in environ.items()})
+    os.environ.update(request.environ)
     if listener != 3:
         os.dup2(listener, 3)
         os.close(listener)
@@ -253,22 +293,22 @@ def _becomeDaemon(
     from shimd.daemon import runFromLauncher
     from shimd.launcher import parseFlags
 
-    return runFromLauncher(parseFlags([str(word) for word in argv]))
+    return runFromLauncher(parseFlags(request.argv))
 
 
-def _serveOne(server: socket.socket, connection: socket.socket) -> None:
+def _serveOne(server: _socket.socket, connection: _socket.socket) -> None:
     if not _peerIsSelf(connection):
         return
     payload, fds = _receiveMessage(connection)
     try:
-        request = json.loads(payload)
+        request = Request.decode(payload)
         if len(fds) != 1:
             raise ForkServerError(f"expected one listening socket, got {len(fds)}")
         pid = os.fork()
-    except (ValueError, ForkServerError, OSError) as e:
+    except (ForkServerError, OSError) as e:
         for fd in fds:
             os.close(fd)
-        connection.sendall(json.dumps({"error": str(e)}).encode())
+        connection.sendall(f"error {e}".encode())
         return
     if pid == 0:
         status = 1
@@ -277,7 +317,7 @@ def _serveOne(server: socket.socket, connection: socket.socket) -> None:
         finally:
             os._exit(status)
     os.close(fds[0])
-    connection.sendall(json.dumps({"pid": pid}).encode())
+    connection.sendall(f"pid {pid}".encode())
 
 
 def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
@@ -285,13 +325,18 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     Preload, then fork a daemon for each request on C{path} until idle for
     C{idleTimeout} seconds.
     """
+    import signal
+
     os.chdir("/")
     preload()
+    import socket
+
     from shimd.launcher import listen
 
-    server = listen("unix://" + path)
-    if server is None:
+    bound = listen("unix://" + path)
+    if bound is None:
         return
+    server = socket.socket(fileno=bound.detach())
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)
     server.settimeout(idleTimeout)
     try:

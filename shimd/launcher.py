@@ -4,9 +4,11 @@ C{containerd-shim-pyrunc-v2}: the binary containerd runs.
 
 containerd runs it as C{start} to get a shim for a new container, and as
 C{delete} to clean up after a shim that went away. Both run on containerd's
-critical path, so this module uses the standard library alone: it never
-imports Twisted or the protobuf runtime. Without an action it runs the shim
-daemon itself, which C{start} spawns.
+critical path, twice per container, so this module uses the standard
+library alone, and only its cheapest parts: it never imports Twisted or the
+protobuf runtime, nor C{socket}, C{hashlib}, C{json} or C{re} (which cost
+more than the work itself) unless an action needs them. Without an action it
+runs the shim daemon itself, which C{start} spawns.
 
 The command line follows Go's C{flag} package, as containerd writes it::
 
@@ -17,23 +19,24 @@ The command line follows Go's C{flag} package, as containerd writes it::
 
 from __future__ import annotations
 
+import _socket
 import errno
-import hashlib
-import json
 import os
-import socket
 import stat
 import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from shimd import RUNTIME_NAME, __version__, forkserver, wire
-from shimd.bootstrap import (
-    decodeOptionsAny,
-    parseStartInput,
-    runcFeatures,
-    runtimeInfo,
-)
+from shimd import RUNTIME_NAME, __version__, wire
+
+# The interpreter's own SHA-256: hashlib would load OpenSSL first.
+try:
+    from _sha2 import sha256  # type: ignore[import-not-found]
+except ImportError:
+    try:
+        from _sha256 import sha256  # type: ignore[import-not-found]
+    except ImportError:
+        from hashlib import sha256
 
 SOCKET_DIR = "/run/containerd/s"
 DEFAULT_RUNC_ROOT = "/run/containerd/runc"
@@ -169,7 +172,7 @@ def socketAddress(
     directory.
     """
     key = joinPath(containerdAddress, namespace, group).encode("utf-8")
-    return f"unix://{joinPath(socketDir, hashlib.sha256(key).hexdigest())}"
+    return f"unix://{joinPath(socketDir, sha256(key).hexdigest())}"
 
 
 def groupKey(spec: dict[str, object], id: str) -> str:
@@ -187,22 +190,32 @@ def groupKey(spec: dict[str, object], id: str) -> str:
 
 def readSpec(bundle: str) -> dict[str, object]:
     """
-    Read a bundle's OCI runtime spec.
+    Read what C{start} needs of a bundle's OCI runtime spec. A spec that
+    names no grouping annotation at all (the usual case) needs no JSON
+    parser: it is an empty spec here.
 
-    @raise LaunchError: when it is missing or not a JSON object.
+    @raise LaunchError: when it is missing, or is not a JSON object.
     """
     path = os.path.join(bundle, "config.json")
     try:
         with open(path, "rb") as f:
-            spec = json.load(f)
-    except (OSError, ValueError) as e:
+            data = f.read()
+    except OSError as e:
+        raise LaunchError(f"read {path}: {e}") from e
+    if not any(name.encode() in data for name in GROUP_ANNOTATIONS):
+        return {}
+    import json
+
+    try:
+        spec = json.loads(data)
+    except ValueError as e:
         raise LaunchError(f"read {path}: {e}") from e
     if not isinstance(spec, dict):
         raise LaunchError(f"read {path}: not a JSON object")
     return spec
 
 
-def listen(address: str) -> socket.socket | None:
+def listen(address: str) -> _socket.socket | None:
     """
     Bind and listen on the address's filesystem socket, owner-only.
 
@@ -212,7 +225,7 @@ def listen(address: str) -> socket.socket | None:
     path = address.removeprefix("unix://")
     os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     for attempt in (1, 2):
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        listener = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
         previous = os.umask(0o177)
         try:
             listener.bind(path)
@@ -236,7 +249,7 @@ def canConnect(path: str, timeout: float = 0.1) -> bool:
     """
     Whether something accepts connections on a socket path.
     """
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     probe.settimeout(timeout)
     try:
         probe.connect(path)
@@ -284,7 +297,7 @@ def daemonCommand(arguments: list[str]) -> list[str]:
 
 
 def spawnDaemon(
-    command: list[str], listener: socket.socket, environ: Mapping[str, str]
+    command: list[str], listener: _socket.socket, environ: Mapping[str, str]
 ) -> int:
     """
     Spawn the daemon in a new session, with the listener as its fd 3 and
@@ -316,7 +329,7 @@ def spawnDaemon(
 
 def launchDaemon(
     arguments: list[str],
-    listener: socket.socket,
+    listener: _socket.socket,
     bundle: str,
     environ: Mapping[str, str],
 ) -> int:
@@ -326,6 +339,8 @@ def launchDaemon(
 
     @return: the daemon's pid.
     """
+    from shimd import forkserver
+
     if forkserver.enabled(environ):
         path = forkserver.socketPath()
         try:
@@ -390,6 +405,8 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
     @param socketDir: the directory of the shim sockets; only tests change it.
     @return: the address to print.
     """
+    from shimd.bootstrap import parseStartInput
+
     given = parseStartInput(
         stdin,
         flags.id,
@@ -455,19 +472,23 @@ def runRunc(command: list[str]) -> int:
     return os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
 
 
-def unmountAll(target: str) -> None:
+def isMountPoint(path: str) -> bool:
     """
-    Unmount everything stacked on C{target}, until nothing is mounted there.
+    Whether something is mounted on C{path}, from this process's mount
+    table: cheaper than loading libc to try unmounting what is not mounted.
     """
-    import ctypes
-
-    libc = ctypes.CDLL(None, use_errno=True)
-    encoded = target.encode()
-    while libc.umount2(encoded, 0) == 0:
-        pass
-    error = ctypes.get_errno()
-    if error not in (errno.EINVAL, errno.ENOENT):
-        raise OSError(error, f"unmount {target}: {os.strerror(error)}")
+    escaped = (
+        path.replace("\\", "\\134")
+        .replace(" ", "\\040")
+        .replace("\t", "\\011")
+        .replace("\n", "\\012")
+    )
+    try:
+        with open("/proc/self/mountinfo", "rb") as f:
+            table = f.read()
+    except OSError:
+        return True
+    return f" {escaped} ".encode() in table
 
 
 def removeStaleSocket(bundle: str) -> None:
@@ -485,7 +506,7 @@ def removeStaleSocket(bundle: str) -> None:
             return
     except OSError:
         return
-    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     probe.settimeout(1.0)
     refused = False
     try:
@@ -501,6 +522,29 @@ def removeStaleSocket(bundle: str) -> None:
             os.unlink(path)
         except FileNotFoundError:
             pass
+
+
+def runcRoot(bundle: str) -> str:
+    """
+    runc's state root for a bundle's container: the C{root} of the options
+    the daemon wrote to C{options.json}, or runc's default. The usual
+    C{{}} needs no JSON parser.
+    """
+    try:
+        with open(os.path.join(bundle, "options.json"), "rb") as f:
+            data = f.read().strip()
+    except OSError:
+        return DEFAULT_RUNC_ROOT
+    if b'"root"' not in data:
+        return DEFAULT_RUNC_ROOT
+    import json
+
+    try:
+        options = json.loads(data)
+    except ValueError:
+        return DEFAULT_RUNC_ROOT
+    root = options.get("root") if isinstance(options, dict) else None
+    return root if isinstance(root, str) and root else DEFAULT_RUNC_ROOT
 
 
 def delete(flags: Flags, cwd: str) -> bytes:
@@ -519,12 +563,7 @@ def delete(flags: Flags, cwd: str) -> bytes:
     except OSError as e:
         reason = (e.strerror or str(e)).lower()
         raise LaunchError(f"open {runtimePath}: {reason}") from e
-    try:
-        with open(os.path.join(bundle, "options.json")) as f:
-            options = json.load(f)
-    except (OSError, ValueError):
-        options = {}
-    root = os.path.join(options.get("root") or DEFAULT_RUNC_ROOT, flags.namespace)
+    root = os.path.join(runcRoot(bundle), flags.namespace)
     if os.path.exists(os.path.join(root, flags.id)):
         runRunc(
             [
@@ -540,10 +579,14 @@ def delete(flags: Flags, cwd: str) -> bytes:
                 flags.id,
             ]
         )
-    try:
-        unmountAll(os.path.join(bundle, "rootfs"))
-    except OSError as e:
-        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+    rootfs = os.path.join(bundle, "rootfs")
+    if isMountPoint(rootfs):
+        from shimd.mount import unmountAll
+
+        try:
+            unmountAll(rootfs)
+        except OSError as e:
+            print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
     removeStaleSocket(bundle)
     try:
         with open(os.path.join(bundle, "init.pid")) as f:
@@ -602,6 +645,8 @@ def info() -> int:
 
     @return: the exit status.
     """
+    from shimd.bootstrap import decodeOptionsAny, runcFeatures, runtimeInfo
+
     optionsAny = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
     runc = wire.lastString(decodeOptionsAny(optionsAny), 6) or "runc"
     try:

@@ -505,13 +505,27 @@ class ReadSpecTests(SynchronousTestCase):
 
     def test_valid(self) -> None:
         """
-        A JSON object is returned.
+        A JSON object that names a grouping annotation is returned.
         """
-        writeFile(self.path, '{"ociVersion": "1.0.2", "annotations": {"a": "b"}}')
+        spec = '{"ociVersion": "1.0.2", "annotations": {GROUP: "b"}}'.replace(
+            "GROUP", json.dumps("io.containerd.runc.v2.group")
+        )
+        writeFile(self.path, spec)
         self.assertEqual(
             launcher.readSpec(self.bundle),
-            {"ociVersion": "1.0.2", "annotations": {"a": "b"}},
+            {
+                "ociVersion": "1.0.2",
+                "annotations": {"io.containerd.runc.v2.group": "b"},
+            },
         )
+
+    def test_noGrouping(self) -> None:
+        """
+        A spec that names no grouping annotation is not parsed: it is read
+        as an empty spec, and the group is the container's id.
+        """
+        writeFile(self.path, '{"ociVersion": "1.0.2", "annotations": {"a": "b"}}')
+        self.assertEqual(launcher.readSpec(self.bundle), {})
 
     def test_missing(self) -> None:
         """
@@ -524,7 +538,7 @@ class ReadSpecTests(SynchronousTestCase):
         """
         Invalid JSON is an error naming the file.
         """
-        writeFile(self.path, "{not json")
+        writeFile(self.path, '{not json "io.kubernetes.cri.sandbox-id"')
         error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
         self.assertIn(self.path, str(error))
 
@@ -532,7 +546,10 @@ class ReadSpecTests(SynchronousTestCase):
         """
         JSON that is not an object is an error naming the file.
         """
-        for content in ("[]", '"spec"', "null", "3"):
+        for content in (
+            '["io.containerd.runc.v2.group"]',
+            '"io.kubernetes.cri.sandbox-id"',
+        ):
             writeFile(self.path, content)
             error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
             self.assertIn(self.path, str(error))
@@ -807,44 +824,35 @@ def umount(path: str) -> None:
         pass
 
 
-class UnmountAllTests(SynchronousTestCase):
+class MountPointTests(SynchronousTestCase):
     """
-    L{launcher.unmountAll} unmounts everything stacked on a path.
+    L{launcher.isMountPoint} reads the mount table, so that C{delete} loads
+    libc only to unmount what is mounted.
     """
-
-    def setUp(self) -> None:
-        if os.geteuid() != 0:
-            raise SkipTest("umount2 fails with EPERM, not EINVAL, when not run as root")
-        self.target = os.path.abspath(self.mktemp())
-        os.mkdir(self.target)
 
     def test_notMounted(self) -> None:
-        """
-        A directory that is not a mount point is left alone.
-        """
-        launcher.unmountAll(self.target)
-        self.assertTrue(os.path.isdir(self.target))
+        target = os.path.abspath(self.mktemp())
+        os.mkdir(target)
+        self.assertFalse(launcher.isMountPoint(target))
 
-    def test_missing(self) -> None:
-        """
-        A missing path is left alone.
-        """
-        launcher.unmountAll(os.path.join(self.target, "missing"))
+    def test_root(self) -> None:
+        self.assertTrue(launcher.isMountPoint("/"))
 
-    def test_stacked(self) -> None:
+    def test_escapedPath(self) -> None:
         """
-        Every mount stacked on the path is unmounted.
+        A mount point whose path has a space is found in its escaped form.
         """
+        if os.geteuid() != 0:
+            raise SkipTest("mounting needs root")
+        target = os.path.abspath(self.mktemp()) + " with space"
+        os.makedirs(target)
         libc = ctypes.CDLL(None, use_errno=True)
-        for _ in range(2):
-            if libc.mount(b"tmpfs", self.target.encode(), b"tmpfs", 0, None) != 0:
-                error = ctypes.get_errno()
-                umount(self.target)
-                raise SkipTest(f"cannot mount tmpfs: {os.strerror(error)}")
-            self.addCleanup(umount, self.target)
-        self.assertTrue(os.path.ismount(self.target))
-        launcher.unmountAll(self.target)
-        self.assertFalse(os.path.ismount(self.target))
+        if libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, None) != 0:
+            raise SkipTest(f"cannot mount tmpfs: {os.strerror(ctypes.get_errno())}")
+        self.addCleanup(umount, target)
+        self.assertTrue(launcher.isMountPoint(target))
+        umount(target)
+        self.assertFalse(launcher.isMountPoint(target))
 
 
 class DeleteTests(SynchronousTestCase):

@@ -65,7 +65,7 @@ class DeployTests(TestCase):
         CRI plugin) and C{pyrunc}, of runtime type
         C{io.containerd.pyrunc.v2}, which containerd resolves to the binary
         C{containerd-shim-pyrunc-v2} (the last two dot-separated parts), the
-        name of shimd's console script. Neither has an C{options} table
+        name of shimd's launcher script. Neither has an C{options} table
         (the one for shimd is shown commented out).
         """
         with open(DEPLOY_CONFIG, "rb") as f:
@@ -80,10 +80,7 @@ class DeployTests(TestCase):
         )
         self.assertEqual(shimd.RUNTIME_NAME, "io.containerd.pyrunc.v2")
         *_, name, version = shimd.RUNTIME_NAME.split(".")
-        self.assertIn(
-            f"containerd-shim-{name}-{version} = shimd.launcher:main",
-            _read("setup.cfg"),
-        )
+        self.assertIn(f"bin/containerd-shim-{name}-{version}", _read("setup.cfg"))
 
     def test_runcOptionsFile(self) -> None:
         """
