@@ -1686,6 +1686,23 @@ class ExitTests(TaskServiceTestCase):
     What happens when a container's processes are reaped.
     """
 
+    def test_exitWaitsForOutput(self) -> None:
+        """
+        An exit is recorded (releasing C{Wait}) and published only once the
+        process's output has been copied to the end: containerd's client
+        closes its fifos as soon as C{Wait} returns.
+        """
+        self.runContainer(pid=100)
+        drained: Deferred[None] = Deferred()
+        self.io().drained = drained
+        waiting = self.call(self.service.Wait, task_pb2.WaitRequest(id="c1"))
+        self.kernel.exit(100, 0)
+        self.assertNoResult(waiting)
+        self.assertNotIn("/tasks/exit", self.publisher.topics())
+        drained.callback(None)
+        self.successResultOf(waiting)
+        self.assertIn("/tasks/exit", self.publisher.topics())
+
     def test_killAllWithHostPidNamespace(self) -> None:
         """
         When the container has no pid namespace of its own, its init's exit
@@ -1896,7 +1913,8 @@ class DeleteTests(TaskServiceTestCase):
         exitedAt = splitNanoseconds(1_750_000_000_000_000_005)
         self.assertEqual((response.pid, response.exit_status), (100, 3))
         self.assertEqual(timestampOf(response.exited_at), exitedAt)
-        self.assertEqual(self.io().drainTimeouts, [DRAIN_TIMEOUT])
+        # Once before the exit is reported, once more at Delete.
+        self.assertEqual(self.io().drainTimeouts, [DRAIN_TIMEOUT, DRAIN_TIMEOUT])
         self.assertEqual(self.io().calls[-2:], ["waitDrained", "close"])
         self.assertEqual(self.mounts.calls[-1], ("unmount", f"{bundle}/rootfs"))
         self.assertEqual(self.oomWatcher.removed, ["c1"])

@@ -25,6 +25,7 @@ from typing import Any
 import attr
 from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.message import DecodeError, Message
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from shimd import bootstrap, cgroups, mount
@@ -185,6 +186,7 @@ class Container:
         self._held: list[tuple[str, Message]] = []
         self._initExit: Exit | None = None
         self._killingAll = False
+        self._initDrained = True
         self._execWait: Any = None
 
     # -- creation ---------------------------------------------------------
@@ -489,15 +491,29 @@ class Container:
     def processExited(self, process: Process, exit: Exit) -> None:
         """
         A process of this container has been reaped.
+
+        Its exit is recorded (releasing C{Wait}) and published once its
+        output has been copied to the end, or after L{DRAIN_TIMEOUT} seconds
+        at most: containerd's client closes its fifos as soon as C{Wait}
+        returns, and would lose what the copy still held. (The Go shim's
+        copy runs beside its exit handling and mostly wins that race; the
+        reactor must not leave it to chance.)
         """
         if process.state is State.DELETED:
             return
+        drained = self._drained(process)
         if process is not self.init:
-            process.setExited(exit)
-            self._publishExit(process, exit)
-            self._maybeFinishInitExit()
+
+            def finish(result: object) -> None:
+                if process.state is not State.DELETED:
+                    process.setExited(exit)
+                    self._publishExit(process, exit)
+                    self._maybeFinishInitExit()
+
+            drained.addCallback(finish)
             return
         self._initExit = exit
+        self._initDrained = False
         paused = self.init.state is State.PAUSED
         self._execWait = self.environment.reactor.callLater(
             EXEC_EXIT_WAIT, self._finishInitExit
@@ -512,10 +528,14 @@ class Container:
                 )
             )
             killed.addBoth(self._killedAll, paused)
-        else:
-            if paused:
-                self._thaw()
+        elif paused:
+            self._thaw()
+
+        def initDrained(result: object) -> None:
+            self._initDrained = True
             self._maybeFinishInitExit()
+
+        drained.addCallback(initDrained)
 
     def _killedAll(self, result: object, paused: bool) -> None:
         """
@@ -538,8 +558,18 @@ class Container:
     def _execsRunning(self) -> bool:
         return any(e.starting or e.state is State.RUNNING for e in self.execs.values())
 
+    def _drained(self, process: Process) -> Deferred[None]:
+        if process.io is None:
+            return succeed(None)
+        return process.io.waitDrained(DRAIN_TIMEOUT)
+
     def _maybeFinishInitExit(self) -> None:
-        if self._initExit is None or self._killingAll or self._execsRunning():
+        if (
+            self._initExit is None
+            or self._killingAll
+            or not self._initDrained
+            or self._execsRunning()
+        ):
             return
         self._finishInitExit()
 

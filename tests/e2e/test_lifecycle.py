@@ -86,6 +86,27 @@ class LifecycleTestsMixin(E2EMixin):
         result = self.runContainer("exit3", "/bin/sh", "-c", "exit 3")
         self.assertEqual((result.code, result.out, result.err), (3, "", ""))
 
+    def test_outputCompleteAtExit(self) -> None:
+        """
+        A container that writes a burst of output and exits at once gets all
+        of it to C{ctr run}, every time: C{ctr} closes its fifos as soon as
+        the task's C{Wait} returns, so the shim must have copied the output
+        to the fifos by then.
+        """
+        size = 1 << 20
+        for attempt in range(5):
+            result = self.runContainer(
+                f"burst{attempt}",
+                "/bin/sh",
+                "-c",
+                f"yes 0123456789abcde | head -c {size}; echo done >&2",
+            )
+            self.assertEqual(
+                (result.code, len(result.out), result.err),
+                (0, size, "done\n"),
+                f"attempt {attempt}",
+            )
+
     def test_largeOutput(self) -> None:
         """
         100 MiB written to stdout by the container all reach C{ctr}'s stdout,
