@@ -35,6 +35,7 @@ from shimd.runc import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
 from shimd.stdio import ProcessIO, StdioError, createIO
 from shimd.task import errors
 from shimd.task.process import ExecProcess, InitProcess, Process, State
+from shimd.ttrpc.status import TTRPCError
 
 RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
 CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
@@ -246,31 +247,53 @@ class Container:
             if self.init.checkpoint:
                 return
             await io.prepare()
-            launch = self.environment.reaper.launching()
-            try:
-                running = self.runc.create(
+            pidFile = os.path.join(self.bundle, "init.pid")
+            await self._launch(
+                self.init,
+                lambda: self.runc.create(
                     self.id,
                     self.bundle,
-                    os.path.join(self.bundle, "init.pid"),
+                    pidFile,
                     io.runcStdio,
                     consoleSocket=io.consoleSocket,
                     noPivot=self.options.no_pivot_root,
                     noNewKeyring=self.options.no_new_keyring,
-                )
-                io.spawned()
-                try:
-                    await running
-                except RuncError as e:
-                    raise errors.unknown(e.message) from e
-                await self._attach(io)
-                self.init.pid = _readPid(os.path.join(self.bundle, "init.pid"))
-                self._watch(self.init)
-            finally:
-                launch.done()
+                ),
+                pidFile,
+            )
         except BaseException:
             await self._cleanUpFailedCreate()
             raise
         self._loadCgroup()
+
+    async def _launch(
+        self,
+        process: Process,
+        run: Callable[[], Deferred[Any]],
+        pidFile: str,
+    ) -> None:
+        """
+        Run a runc command that starts a process with the process's stdio
+        (C{create}, C{restore} or C{exec}), then connect the stdio, read the
+        pid and watch it. Exits reaped meanwhile are kept for it.
+
+        @raise TTRPCError: C{UNKNOWN} with runc's error when it fails.
+        """
+        io = process.io
+        assert io is not None
+        launch = self.environment.reaper.launching()
+        try:
+            running = run()
+            io.spawned()
+            try:
+                await running
+            except RuncError as e:
+                raise errors.unknown(e.message) from e
+            await self._attach(io)
+            process.pid = _readPid(pidFile)
+            self._watch(process)
+        finally:
+            launch.done()
 
     async def _attach(self, io: ProcessIO) -> None:
         try:
@@ -404,30 +427,23 @@ class Container:
         io = self.init.io
         assert io is not None
         await io.prepare()
-        launch = self.environment.reaper.launching()
-        try:
-            running = self.runc.restore(
+        pidFile = os.path.join(self.bundle, "init.pid")
+        await self._launch(
+            self.init,
+            lambda: self.runc.restore(
                 self.id,
                 self.bundle,
                 imagePath=self.init.checkpoint,
                 workPath=self.options.criu_work_path
                 or os.path.join(self.bundle, "work"),
-                pidFile=os.path.join(self.bundle, "init.pid"),
+                pidFile=pidFile,
                 stdio=io.runcStdio,
                 parentPath=self.init.parentCheckpoint,
                 consoleSocket=io.consoleSocket,
                 noPivot=self.options.no_pivot_root,
-            )
-            io.spawned()
-            try:
-                await running
-            except RuncError as e:
-                raise errors.unknown(e.message) from e
-            await self._attach(io)
-            self.init.pid = _readPid(os.path.join(self.bundle, "init.pid"))
-            self._watch(self.init)
-        finally:
-            launch.done()
+            ),
+            pidFile,
+        )
         self._loadCgroup()
 
     async def _startExec(self, process: ExecProcess) -> None:
@@ -442,28 +458,25 @@ class Container:
             with os.fdopen(fd, "w") as f:
                 json.dump(spec, f)
             await io.prepare()
-            launch = self.environment.reaper.launching()
             try:
-                running = self.runc.exec(
-                    self.id,
-                    processPath,
+                await self._launch(
+                    process,
+                    lambda: self.runc.exec(
+                        self.id,
+                        processPath,
+                        pidFile,
+                        io.runcStdio,
+                        consoleSocket=io.consoleSocket,
+                    ),
                     pidFile,
-                    io.runcStdio,
-                    consoleSocket=io.consoleSocket,
                 )
-                io.spawned()
-                try:
-                    await running
-                except RuncError as e:
+            except TTRPCError:
+                if not process.pid:
                     process.startFailed(Exit(0, 255, time.time_ns()))
                     await io.close()
-                    raise errors.unknown(e.message) from e
-                await self._attach(io)
-                process.pid = _readPid(pidFile)
+                raise
+            if process.state is State.CREATED:
                 process.state = State.RUNNING
-                self._watch(process)
-            finally:
-                launch.done()
         finally:
             try:
                 os.unlink(processPath)
