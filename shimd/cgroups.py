@@ -468,9 +468,7 @@ def loadCgroup(
             paths[controller] = directory
     if not paths:
         raise CgroupNotFound(f"cgroups: cgroup of process {pid} deleted")
-    return V1Cgroup(
-        paths, procRoot=procRoot, hugePagesDir=hugePagesDir, cgroupRoot=root
-    )
+    return V1Cgroup(paths, procRoot=procRoot, hugePagesDir=hugePagesDir)
 
 
 class ICgroup(Interface):
@@ -515,19 +513,16 @@ class V1Cgroup:
         paths: Mapping[str, str],
         procRoot: str = PROC_ROOT,
         hugePagesDir: str = HUGEPAGES_DIR,
-        cgroupRoot: str = CGROUP_ROOT,
     ) -> None:
         """
         @param paths: the directory of each controller.
         @param procRoot: where C{partitions} is read from.
         @param hugePagesDir: lists the huge page sizes the hugetlb files
             are named by.
-        @param cgroupRoot: only for L{repr}.
         """
         self.paths = dict(paths)
         self._procRoot = procRoot
         self._hugePagesDir = hugePagesDir
-        self._cgroupRoot = cgroupRoot
         self._hugePageSizes: list[str] | None = None
 
     def __repr__(self) -> str:

@@ -665,7 +665,7 @@ class _ReadySignal:
         self.finished: Deferred[None] = Deferred()
 
     def registerProducer(self, producer: Any, streaming: bool) -> None:
-        self._producer = producer
+        pass
 
     def unregisterProducer(self) -> None:
         pass

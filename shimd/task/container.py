@@ -29,6 +29,7 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from shimd import bootstrap, cgroups, mount
+from shimd.events import timestampFromNanoseconds
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
 from shimd.reaper import Exit, Reaper
 from shimd.runc import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
@@ -37,7 +38,6 @@ from shimd.task import errors
 from shimd.task.process import ExecProcess, InitProcess, Process, State
 from shimd.ttrpc.status import TTRPCError
 
-RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
 CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
 DRAIN_TIMEOUT = 2.0
 EXEC_EXIT_WAIT = 5.0
@@ -88,7 +88,7 @@ def decodeOptions(options: AnyMessage) -> runc_options_pb2.Options:
     try:
         decoded.ParseFromString(encoded)
     except DecodeError as e:
-        raise errors.unknown(f"unmarshal {RUNC_OPTIONS_TYPE}: {e}") from e
+        raise errors.unknown(f"unmarshal {bootstrap.RUNC_OPTIONS_TYPE}: {e}") from e
     return decoded
 
 
@@ -607,15 +607,13 @@ class Container:
             self.environment.publish(topic, event)
 
     def _publishExit(self, process: Process, exit: Exit) -> None:
-        seconds, nanos = divmod(exit.exitedAt, 1_000_000_000)
         event = events_pb2.TaskExit(
             container_id=self.id,
             id=process.id,
             pid=exit.pid,
             exit_status=exit.status,
+            exited_at=timestampFromNanoseconds(exit.exitedAt),
         )
-        event.exited_at.seconds = seconds
-        event.exited_at.nanos = nanos
         self.publish("/tasks/exit", event)
 
     # -- the other calls --------------------------------------------------

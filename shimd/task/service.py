@@ -18,12 +18,12 @@ import re
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
-from google.protobuf.any_pb2 import Any as AnyMessage
 from google.protobuf.empty_pb2 import Empty
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
+from shimd.events import anyOf
 from shimd.interfaces import IPluginContext, IPublisher, IShutdown, ITTRPCService
 from shimd.plugin import EVENT_PLUGIN, INTERNAL_PLUGIN, TTRPC_PLUGIN, Registration
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
@@ -226,12 +226,8 @@ class TaskService:
         for pid, execID in await container.pids():
             info = response.processes.add(pid=pid)
             if execID:
-                details = runc_options_pb2.ProcessDetails(exec_id=execID)
                 info.info.CopyFrom(
-                    AnyMessage(
-                        type_url=details.DESCRIPTOR.full_name,
-                        value=details.SerializeToString(),
-                    )
+                    anyOf(runc_options_pb2.ProcessDetails(exec_id=execID))
                 )
         return response
 
