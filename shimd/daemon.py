@@ -15,7 +15,7 @@ import faulthandler
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
 from shimd import RUNTIME_NAME
@@ -24,6 +24,10 @@ if TYPE_CHECKING:
     from shimd.launcher import Flags
 
 LOG_FIFO = "log"
+READY_VARIABLE = "SHIMD_READY_FD"
+READY_FD = 4
+READY = b"ready"
+COLD_VARIABLE = "SHIMD_SPAWNED_COLD"
 PROCESS_NAME = b"containerd-shim"
 PR_SET_NAME = 15
 
@@ -61,16 +65,74 @@ def openLog(path: str) -> int:
     return 2
 
 
-def run(argv: Sequence[str], logPath: str | None = None) -> int:
+class StartupError(Exception):
+    """
+    The daemon cannot start; the message says why.
+    """
+
+
+class StartupReport:
+    """
+    The channel on which a daemon tells C{start} whether it came up: a
+    descriptor named by C{$SHIMD_READY_FD}, which gets C{ready} once the
+    daemon serves, or the reason it could not, and is then closed. Without
+    the variable (a daemon run by hand), reports go nowhere.
+    """
+
+    def __init__(self, fd: int | None) -> None:
+        self.fd = fd
+
+    @classmethod
+    def fromEnvironment(cls, environ: MutableMapping[str, str]) -> StartupReport:
+        """
+        Take the descriptor's number out of C{environ}, so that nothing the
+        daemon runs inherits it.
+        """
+        value = environ.pop(READY_VARIABLE, "")
+        return cls(int(value) if value.isdigit() else None)
+
+    def report(self, message: bytes) -> None:
+        """
+        Report once: later reports are ignored.
+        """
+        fd, self.fd = self.fd, None
+        if fd is None:
+            return
+        try:
+            os.write(fd, message + b"\n")
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+
+    def ready(self) -> None:
+        self.report(READY)
+
+    def failed(self, reason: str) -> None:
+        self.report(f"error {reason}".replace("\n", " ").encode("utf-8", "replace"))
+
+
+def run(
+    argv: Sequence[str],
+    logPath: str | None = None,
+    started: Callable[[], None] = lambda: None,
+    warning: str = "",
+) -> int:
     """
     Run the shim service until it stops.
 
     @param argv: C{twistd shim} options.
     @param logPath: the log fifo to log to, or L{None} for stderr as it is.
+    @param started: called once the service serves.
+    @param warning: logged once logging is set up, if not empty.
     @return: the exit status.
     """
     if logPath is not None:
-        openLog(logPath)
+        try:
+            openLog(logPath)
+        except OSError as e:
+            path = os.path.abspath(logPath)
+            raise StartupError(f"open log fifo {path}: {e.strerror}") from e
     nameProcess(PROCESS_NAME)
     from twisted.internet import epollreactor
 
@@ -109,6 +171,8 @@ def run(argv: Sequence[str], logPath: str | None = None) -> int:
     )
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     log = Logger(namespace="shimd.daemon")
+    if warning:
+        log.warn("{warning}", warning=warning)
     service = makeService(options, reactor)
     failed = []
 
@@ -119,6 +183,8 @@ def run(argv: Sequence[str], logPath: str | None = None) -> int:
             log.failure("shim failed to start")
             failed.append(True)
             reactor.stop()
+        else:
+            started()
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
@@ -129,8 +195,13 @@ def run(argv: Sequence[str], logPath: str | None = None) -> int:
 def runFromLauncher(flags: Flags) -> int:
     """
     Run the daemon as C{start} spawns it: the listening socket inherited as
-    fd 3 (or C{-socket PATH}), logging to the bundle's C{log} fifo.
+    fd 3 (or C{-socket PATH}), logging to the bundle's C{log} fifo, and
+    telling C{start} whether it came up (L{StartupReport}). When C{start}
+    spawned it without the fork server, it logs why.
     """
+    report = StartupReport.fromEnvironment(os.environ)
+    cold = os.environ.pop(COLD_VARIABLE, "")
+    warning = f"fork server not used: {cold}" if cold else ""
     argv = ["--namespace", flags.namespace, "--id", flags.id]
     argv += ["--address", flags.address]
     if flags.socket:
@@ -141,4 +212,14 @@ def runFromLauncher(flags: Flags) -> int:
         argv += ["--bundle", flags.bundle]
     if flags.debug:
         argv.append("--debug")
-    return run(argv, logPath=LOG_FIFO)
+    try:
+        status = run(argv, LOG_FIFO, report.ready, warning)
+    except StartupError as e:
+        report.failed(str(e))
+        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+        return 1
+    except BaseException as e:
+        report.failed(f"{type(e).__name__}: {e}")
+        raise
+    report.failed(f"the shim daemon exited with status {status}")
+    return status

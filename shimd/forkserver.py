@@ -8,15 +8,30 @@ long for the first reply of every new shim. The fork server pays it once. It
 imports everything the daemon needs (without installing a reactor), then
 waits on an owner-only unix socket; C{start} sends it the daemon's flags,
 working directory, environment and listening socket, and it forks a child
-that becomes the daemon, exactly as a freshly spawned one would (new
-session, the listener as fd 3, C{/dev/null} as stdio, the bundle as cwd). A
-fork shares the server's memory pages until they change, too.
+that becomes the daemon (new session, the listener as fd 3, C{/dev/null} as
+stdio, the bundle as cwd, the caller's environment). A fork shares the
+server's memory pages until they change, too.
 
-The socket's name carries a fingerprint of the interpreter and of shimd's
-files, so a launcher never reaches a server running other code; a server
-idle for L{IDLE_TIMEOUT} seconds exits. C{start} falls back to spawning the
-daemon itself whenever the server is missing or fails, and starts one for
-next time.
+A fork server is shared state, so it is keyed by everything a forked daemon
+inherits from it instead of from the request: the socket's name carries a
+fingerprint of the code (the interpreter and shimd's files) and one of the
+caller's process context (L{contextFingerprint}: namespaces, cgroups,
+rlimits, umask, OOM score, credentials, capabilities, securebits,
+no-new-privs, seccomp, affinity, signal dispositions, the root directory and
+the variables that shape an interpreter). A launcher spawns the server for
+its own context, so the server has exactly that context, and it checks
+before every fork that it still has: no two contexts ever share a server, and
+a forked daemon is set up as a spawned one would be.
+
+Trust: C{start} uses a server only if L{SOCKET_DIR} is a real directory owned
+by root (or by the launcher's user, when not root) with mode 0700, and the
+peer on the socket runs as that user; a pid in a reply must be a child of the
+server in the caller's pid namespace, and the child becomes the daemon only
+once the launcher has checked that and said so. Any failure (no server, a
+refused request, a timeout, a bad reply, a wrong peer) raises
+L{ForkServerError} within L{REPLY_TIMEOUT} seconds, and C{start} spawns the
+daemon itself; a server that timed out or answered nonsense is killed and
+replaced. A server idle for L{IDLE_TIMEOUT} seconds exits.
 
 This module uses the standard library only until L{preload} runs: the
 launcher imports it on containerd's critical path.
@@ -27,30 +42,97 @@ from __future__ import annotations
 import _socket
 import array
 import os
+import signal
+import stat
 import struct
 import sys
+import time
 from collections.abc import Mapping, Sequence
 
 from shimd.launcher import sha256
 
 SOCKET_DIR = "/run/shimd"
 IDLE_TIMEOUT = 900.0
-CONNECT_TIMEOUT = 1.0
+REPLY_TIMEOUT = 1.0
 MAX_REQUEST = 1 << 20
 DISABLE_VARIABLE = "SHIMD_FORKSERVER"
+GO = b"g"
 _LENGTH = struct.Struct(">I")
+_CREDENTIALS = struct.Struct("3i")
+PR_GET_SECUREBITS = 27
+SIGCHLD_BIT = 1 << (signal.SIGCHLD - 1)
+
+# What /proc/self/status says of a process that a child inherits.
+_INHERITED_STATUS = (
+    b"Umask",
+    b"Uid",
+    b"Gid",
+    b"Groups",
+    b"SigBlk",
+    b"CapInh",
+    b"CapPrm",
+    b"CapEff",
+    b"CapBnd",
+    b"CapAmb",
+    b"NoNewPrivs",
+    b"Seccomp",
+    b"Seccomp_filters",
+    b"Speculation_Store_Bypass",
+    b"SpeculationIndirectBranch",
+    b"Cpus_allowed_list",
+    b"Mems_allowed_list",
+)
+_NAMESPACES = (
+    "cgroup",
+    "ipc",
+    "mnt",
+    "net",
+    "pid",
+    "pid_for_children",
+    "time",
+    "time_for_children",
+    "user",
+    "uts",
+)
+# Variables read when an interpreter starts, before a fork server would hand
+# a daemon the caller's environment.
+_INTERPRETER_VARIABLES = ("PYTHON", "LD_", "GLIBC_", "MALLOC_", "LC_", "LANG", "TZ")
 
 
 class ForkServerError(Exception):
     """
-    The fork server could not start a daemon.
+    No daemon was forked: the caller spawns the daemon itself.
     """
 
 
 class ForkServerUnavailable(ForkServerError):
     """
-    No fork server answers: nothing was asked, so the caller may spawn the
-    daemon itself.
+    No fork server answers at the socket: one may be started for next time.
+    """
+
+
+class ForkServerUntrusted(ForkServerError):
+    """
+    The socket's directory or the peer on it is not to be trusted: nothing
+    was sent, and no server is started.
+    """
+
+
+class ForkServerBroken(ForkServerError):
+    """
+    The server timed out or answered nonsense: it is to be replaced.
+
+    @ivar pidfd: a pidfd of the server, or L{None} when it is not known.
+    """
+
+    def __init__(self, message: str, pidfd: int | None) -> None:
+        super().__init__(message)
+        self.pidfd = pidfd
+
+
+class _ContextChanged(ForkServerError):
+    """
+    The server's own context is no longer the one it was started for.
     """
 
 
@@ -76,12 +158,86 @@ def fingerprint(package: str | None = None) -> str:
     return digest.hexdigest()[:20]
 
 
-def socketPath(socketDir: str | None = None) -> str:
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as e:
+        return f"{path}: errno {e.errno}".encode()
+
+
+def securebits() -> int:
     """
-    Where the fork server for this code listens.
+    This process's securebits (C{prctl(PR_GET_SECUREBITS)}), which no file
+    in C{/proc} shows.
+    """
+    import ctypes
+
+    return int(ctypes.CDLL(None).prctl(PR_GET_SECUREBITS, 0, 0, 0, 0))
+
+
+def contextDescription(environ: Mapping[str, str] = os.environ) -> bytes:
+    """
+    Everything about this process that a child forked from it inherits and
+    that a caller's request does not carry: what a fork server must share
+    with a launcher for its daemons to be set up as spawned ones.
+
+    The working directory, the session and the environment are not in it:
+    the server gives each daemon the caller's.
+    """
+    parts = [b"ns"]
+    for name in _NAMESPACES:
+        try:
+            parts.append(os.readlink(f"/proc/self/ns/{name}").encode())
+        except OSError as e:
+            parts.append(f"{name}: errno {e.errno}".encode())
+    parts += [
+        _read("/proc/self/cgroup"),
+        _read("/proc/self/limits"),
+        _read("/proc/self/oom_score_adj"),
+        _read("/proc/self/attr/current"),
+        _read("/proc/self/personality"),
+    ]
+    for line in _read("/proc/self/status").splitlines():
+        field, _, content = line.partition(b":")
+        if field in _INHERITED_STATUS:
+            parts.append(line)
+        elif field == b"SigIgn":
+            # A fork server ignores SIGCHLD to have its children reaped; each
+            # daemon restores the default.
+            ignored = int(content.strip(), 16) & ~SIGCHLD_BIT
+            parts.append(b"SigIgn:%x" % ignored)
+    root = os.stat("/")
+    parts.append(f"root {root.st_dev} {root.st_ino}".encode())
+    parts.append(f"securebits {securebits()}".encode())
+    parts.append(f"nice {os.getpriority(os.PRIO_PROCESS, 0)}".encode())
+    parts.append(f"scheduler {os.sched_getscheduler(0)}".encode())
+    parts += sorted(
+        f"{name}={value}".encode("utf-8", "surrogateescape")
+        for name, value in environ.items()
+        if name.startswith(_INTERPRETER_VARIABLES)
+    )
+    return b"\0".join(parts)
+
+
+def contextFingerprint(environ: Mapping[str, str] = os.environ) -> str:
+    """
+    A short hash of L{contextDescription}.
+    """
+    return sha256(contextDescription(environ)).hexdigest()[:20]
+
+
+def socketPath(socketDir: str | None = None, context: str | None = None) -> str:
+    """
+    Where the fork server for this code and this caller's context listens.
+
+    @param context: the caller's L{contextFingerprint}; this process's by
+        default.
     """
     directory = SOCKET_DIR if socketDir is None else socketDir
-    return os.path.join(directory, f"forkserver-{fingerprint()}.sock")
+    if context is None:
+        context = contextFingerprint()
+    return os.path.join(directory, f"forkserver-{fingerprint()}-{context}.sock")
 
 
 def enabled(environ: Mapping[str, str] = os.environ) -> bool:
@@ -92,23 +248,80 @@ def enabled(environ: Mapping[str, str] = os.environ) -> bool:
     return environ.get(DISABLE_VARIABLE, "1") not in ("0", "no", "false")
 
 
+def trustedUid() -> int:
+    """
+    Who must own the socket directory and run the server: root, or the
+    launcher's own user when it is not root.
+    """
+    return os.geteuid()
+
+
+def checkDirectory(path: str, create: bool = True) -> None:
+    """
+    Check that a fork server's socket directory is to be trusted: a real
+    directory (not a symbolic link), owned by L{trustedUid}, mode 0700.
+
+    @param create: make the directory first if it does not exist.
+    @raise ForkServerUntrusted: with the reason, when it is not.
+    """
+    uid = trustedUid()
+    if create:
+        try:
+            os.mkdir(path, 0o700)
+        except FileExistsError:
+            pass
+        except OSError as e:
+            raise ForkServerUntrusted(f"cannot create {path}: {e}") from e
+    try:
+        status = os.lstat(path)
+    except OSError as e:
+        raise ForkServerUntrusted(f"{path}: {e}") from e
+    if not stat.S_ISDIR(status.st_mode):
+        raise ForkServerUntrusted(f"{path} is not a directory")
+    if status.st_uid != uid:
+        raise ForkServerUntrusted(f"{path} is owned by uid {status.st_uid}, not {uid}")
+    if stat.S_IMODE(status.st_mode) != 0o700:
+        raise ForkServerUntrusted(
+            f"{path} has mode {stat.S_IMODE(status.st_mode):04o}, not 0700"
+        )
+
+
+def peerCredentials(connection: _socket.socket) -> tuple[int, int, int]:
+    """
+    The pid, uid and gid of the process at the other end of a unix socket.
+    """
+    return _CREDENTIALS.unpack(
+        connection.getsockopt(
+            _socket.SOL_SOCKET, _socket.SO_PEERCRED, _CREDENTIALS.size
+        )
+    )
+
+
 class Request:
     """
-    What a daemon is forked with: its command line flags (as the launcher
-    parses them), its working directory and its environment.
+    What a daemon is forked with: the caller's context fingerprint, its
+    command line flags (as the launcher parses them), its working directory
+    and its environment.
 
     On the wire, NUL-separated strings (which none of them can contain): the
-    directory, the number of flags, the flags, then C{NAME=VALUE} for each
-    variable.
+    context, the directory, the number of flags, the flags, then
+    C{NAME=VALUE} for each variable.
     """
 
-    def __init__(self, argv: Sequence[str], cwd: str, environ: Mapping[str, str]):
+    def __init__(
+        self,
+        context: str,
+        argv: Sequence[str],
+        cwd: str,
+        environ: Mapping[str, str],
+    ):
+        self.context = context
         self.argv = list(argv)
         self.cwd = cwd
         self.environ = dict(environ)
 
     def encode(self) -> bytes:
-        words = [self.cwd, str(len(self.argv)), *self.argv]
+        words = [self.context, self.cwd, str(len(self.argv)), *self.argv]
         words += [f"{name}={value}" for name, value in self.environ.items()]
         return "\0".join(words).encode("utf-8", "surrogateescape")
 
@@ -119,16 +332,16 @@ class Request:
         """
         words = payload.decode("utf-8", "surrogateescape").split("\0")
         try:
-            count = int(words[1])
+            count = int(words[2])
         except (IndexError, ValueError) as e:
             raise ForkServerError("malformed request") from e
-        if count < 0 or len(words) < 2 + count or not words[0].startswith("/"):
+        if count < 0 or len(words) < 3 + count or not words[1].startswith("/"):
             raise ForkServerError("malformed request")
-        variables = words[2 + count :]
+        variables = words[3 + count :]
         if any("=" not in variable for variable in variables):
             raise ForkServerError("malformed environment")
         environ = dict(variable.split("=", 1) for variable in variables)
-        return cls(words[2 : 2 + count], words[0], environ)
+        return cls(words[0], words[3 : 3 + count], words[1], environ)
 
 
 def _sendMessage(
@@ -167,52 +380,185 @@ def _receiveMessage(connection: _socket.socket) -> tuple[bytes, list[int]]:
     return bytes(received[_LENGTH.size : _LENGTH.size + length]), fds
 
 
+def _readLine(connection: _socket.socket, deadline: float, limit: int = 4096) -> bytes:
+    """
+    Read up to and without a newline, or to the end of the stream.
+
+    @raise TimeoutError: when C{deadline} passes first.
+    """
+    line = b""
+    while b"\n" not in line and len(line) < limit:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError("timed out")
+        connection.settimeout(remaining)
+        chunk = connection.recv(limit)
+        if not chunk:
+            break
+        line += chunk
+    return line.partition(b"\n")[0]
+
+
+class Forked:
+    """
+    A daemon the fork server forked: checked, and released to serve.
+
+    @ivar pid: its pid.
+    @ivar proc: a descriptor of its C{/proc/PID} directory, which refers to
+        this process only (never to a later one with the same pid).
+    @ivar status: the connection on which the daemon reports that it
+        serves (L{shimd.daemon.READY_VARIABLE}).
+    """
+
+    def __init__(self, pid: int, proc: int, status: _socket.socket) -> None:
+        self.pid = pid
+        self.proc = proc
+        self.status = status
+
+
+def _parentOf(proc: int) -> int:
+    """
+    The parent pid of the process whose C{/proc/PID} directory is C{proc}.
+    """
+    fd = os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=proc)
+    try:
+        return int(os.read(fd, 4096).rpartition(b")")[2].split()[1])
+    finally:
+        os.close(fd)
+
+
+def checkChild(pid: int, serverPid: int) -> int:
+    """
+    Check that C{pid} is a child of the fork server, in this process's pid
+    namespace, before anything is written to its C{/proc} directory.
+
+    @return: a descriptor of its C{/proc/PID} directory.
+    @raise ForkServerError: when it is not.
+    """
+    if int(os.readlink("/proc/self")) != os.getpid():
+        raise ForkServerError("/proc is not of this pid namespace")
+    pidfd = os.pidfd_open(pid)
+    try:
+        proc = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            if _parentOf(proc) != serverPid:
+                raise ForkServerError(f"pid {pid} is not a child of the fork server")
+            if os.readlink("ns/pid", dir_fd=proc) != os.readlink("/proc/self/ns/pid"):
+                raise ForkServerError(f"pid {pid} is in another pid namespace")
+            import select
+
+            # Still the process the pidfd pinned before the checks.
+            if select.select([pidfd], [], [], 0)[0]:
+                raise ForkServerError(f"pid {pid} exited")
+        except BaseException:
+            os.close(proc)
+            raise
+    except OSError as e:
+        raise ForkServerError(f"pid {pid}: {e}") from e
+    finally:
+        os.close(pidfd)
+    return proc
+
+
 def requestDaemon(
     path: str,
     argv: Sequence[str],
     cwd: str,
     environ: Mapping[str, str],
     listener: int,
-) -> int:
+    context: str,
+    timeout: float = REPLY_TIMEOUT,
+) -> Forked:
     """
     Ask the fork server at C{path} for a daemon.
+
+    Nothing is sent before the server's credentials are checked; the forked
+    child becomes the daemon only when told, after its pid is checked, so a
+    daemon exists exactly when this returns.
 
     @param argv: the daemon's command line flags (as the launcher parses
         them).
     @param listener: the listening socket the daemon serves on.
-    @return: the daemon's pid.
-    @raise ForkServerUnavailable: when no server answers there, or it refused
-        the request (no daemon exists).
-    @raise ForkServerError: when it failed after the request was sent (a
-        daemon may then exist).
+    @param context: the caller's L{contextFingerprint}.
+    @param timeout: the bound on the whole exchange, in seconds.
+    @raise ForkServerError: when no daemon was forked, with the reason.
     """
+    deadline = time.monotonic() + timeout
     connection = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    connection.settimeout(CONNECT_TIMEOUT)
+    connection.settimeout(timeout)
+    serverPidfd = None
     try:
         try:
             connection.connect(path)
         except OSError as e:
             raise ForkServerUnavailable(f"no fork server at {path}: {e}") from e
-        _sendMessage(connection, Request(argv, cwd, environ).encode(), [listener])
-        reply = b""
-        while chunk := connection.recv(4096):
-            reply += chunk
-    except OSError as e:
-        raise ForkServerError(f"fork server at {path}: {e}") from e
-    finally:
+        serverPid, uid, _ = peerCredentials(connection)
+        if uid != trustedUid():
+            raise ForkServerUntrusted(
+                f"fork server at {path} runs as uid {uid}, not {trustedUid()}"
+            )
+        try:
+            serverPidfd = os.pidfd_open(serverPid)
+            _sendMessage(
+                connection,
+                Request(context, argv, cwd, environ).encode(),
+                [listener],
+            )
+            reply = _readLine(connection, deadline)
+        except OSError as e:
+            raise ForkServerBroken(f"fork server at {path}: {e}", serverPidfd) from e
+        kind, _, value = reply.decode("utf-8", "replace").partition(" ")
+        if kind == "error":
+            raise ForkServerUnavailable(f"fork server at {path}: {value}")
+        if kind != "pid" or not value.isdigit():
+            raise ForkServerBroken(
+                f"bad reply from the fork server at {path}: {reply!r}", serverPidfd
+            )
+        try:
+            proc = checkChild(int(value), serverPid)
+        except ForkServerError as e:
+            raise ForkServerBroken(f"fork server at {path}: {e}", serverPidfd) from e
+        try:
+            connection.sendall(GO)
+        except OSError as e:
+            os.close(proc)
+            raise ForkServerBroken(f"fork server at {path}: {e}", serverPidfd) from e
+    except ForkServerBroken:
         connection.close()
-    kind, _, value = reply.decode("utf-8", "replace").partition(" ")
-    if kind == "pid" and value.isdigit():
-        return int(value)
-    if kind == "error":
-        raise ForkServerUnavailable(value)
-    raise ForkServerError(f"bad reply from the fork server: {reply!r}")
+        raise
+    except BaseException:
+        connection.close()
+        if serverPidfd is not None:
+            os.close(serverPidfd)
+        raise
+    os.close(serverPidfd)
+    return Forked(int(value), proc, connection)
+
+
+def replaceServer(path: str, broken: ForkServerBroken) -> None:
+    """
+    Kill a server that timed out or answered nonsense (even a stopped one),
+    wait a moment for it to go, and start another.
+    """
+    if broken.pidfd is not None:
+        import select
+
+        try:
+            signal.pidfd_send_signal(broken.pidfd, signal.SIGKILL)
+            select.select([broken.pidfd], [], [], REPLY_TIMEOUT)
+        except OSError:
+            pass
+        finally:
+            os.close(broken.pidfd)
+            broken.pidfd = None
+    spawnServer(path)
 
 
 def spawnServer(path: str) -> None:
     """
     Start a fork server for C{path} in the background, detached from the
-    caller's session and output, and do not wait for it.
+    caller's session and output, and do not wait for it. It inherits this
+    process's context, which is the one C{path} names.
     """
     devnull = os.devnull
     os.posix_spawn(
@@ -226,6 +572,34 @@ def spawnServer(path: str) -> None:
         ],
         setsid=True,
     )
+
+
+def forkDaemon(
+    argv: Sequence[str],
+    cwd: str,
+    environ: Mapping[str, str],
+    listener: int,
+    socketDir: str | None = None,
+) -> Forked:
+    """
+    Have the fork server of this code and this process's context fork a
+    daemon; start or replace the server when it is missing or broken.
+
+    @raise ForkServerError: when no daemon was forked, with the reason; the
+        caller spawns the daemon itself.
+    """
+    directory = SOCKET_DIR if socketDir is None else socketDir
+    checkDirectory(directory)
+    context = contextFingerprint()
+    path = socketPath(directory, context)
+    try:
+        return requestDaemon(path, argv, cwd, environ, listener, context)
+    except ForkServerBroken as e:
+        replaceServer(path, e)
+        raise
+    except ForkServerUnavailable:
+        spawnServer(path)
+        raise
 
 
 def preload() -> None:
@@ -257,81 +631,96 @@ def preload() -> None:
     gc.freeze()
 
 
-def _peerIsSelf(connection: _socket.socket) -> bool:
-    credentials = connection.getsockopt(
-        _socket.SOL_SOCKET, _socket.SO_PEERCRED, struct.calcsize("3i")
-    )
-    _, uid, _ = struct.unpack("3i", credentials)
-    return uid == os.geteuid()
-
-
 def _becomeDaemon(
-    request: Request, listener: int, closing: Sequence[_socket.socket]
+    request: Request,
+    listener: int,
+    connection: _socket.socket,
+    closing: Sequence[_socket.socket],
 ) -> int:
     """
-    In the forked child: set up the process as C{start} would have spawned
-    it, and run the daemon.
+    In the forked child: wait for the launcher's go-ahead (without it, exit
+    without ever serving), set up the process as C{start} would have spawned
+    it, and run the daemon, which reports on C{connection} that it serves.
 
     @return: the exit status.
     """
-    import signal
-
     for sock in closing:
         sock.close()
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    connection.settimeout(2 * REPLY_TIMEOUT)
+    try:
+        if connection.recv(1) != GO:
+            return 0
+    except OSError:
+        return 0
+    from shimd.daemon import READY_FD, READY_VARIABLE, runFromLauncher
+    from shimd.launcher import LISTEN_FD, parseFlags
+
     os.setsid()
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.environ)
-    if listener != 3:
-        os.dup2(listener, 3)
-        os.close(listener)
+    os.environ[READY_VARIABLE] = str(READY_FD)
+    for fd, target in ((listener, LISTEN_FD), (connection.detach(), READY_FD)):
+        if fd != target:
+            os.dup2(fd, target)
+            os.close(fd)
     devnull = os.open(os.devnull, os.O_RDWR)
     for fd in (0, 1, 2):
         os.dup2(devnull, fd)
     os.close(devnull)
-    from shimd.daemon import runFromLauncher
-    from shimd.launcher import parseFlags
-
     return runFromLauncher(parseFlags(request.argv))
 
 
-def _serveOne(server: _socket.socket, connection: _socket.socket) -> None:
-    if not _peerIsSelf(connection):
-        return
+def _serveOne(server: _socket.socket, connection: _socket.socket, context: str) -> bool:
+    """
+    Answer one request: fork a daemon, or say why not.
+
+    @return: whether to carry on serving (not when this process's context
+        no longer is the one the server was started for).
+    """
+    _, uid, _ = peerCredentials(connection)
+    if uid != os.geteuid():
+        return True
     payload, fds = _receiveMessage(connection)
     try:
         request = Request.decode(payload)
         if len(fds) != 1:
             raise ForkServerError(f"expected one listening socket, got {len(fds)}")
+        if request.context != context or contextFingerprint() != context:
+            raise _ContextChanged("the fork server's context changed")
         pid = os.fork()
     except (ForkServerError, OSError) as e:
         for fd in fds:
             os.close(fd)
-        connection.sendall(f"error {e}".encode())
-        return
+        connection.sendall(f"error {e}\n".encode())
+        return not isinstance(e, _ContextChanged)
     if pid == 0:
         status = 1
         try:
-            status = _becomeDaemon(request, fds[0], [server, connection])
+            status = _becomeDaemon(request, fds[0], connection, [server])
         finally:
             os._exit(status)
     os.close(fds[0])
-    connection.sendall(f"pid {pid}".encode())
+    connection.sendall(f"pid {pid}\n".encode())
+    return True
 
 
 def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     """
     Preload, then fork a daemon for each request on C{path} until idle for
-    C{idleTimeout} seconds.
+    C{idleTimeout} seconds, or until this process's context is no longer
+    the one C{path} names.
     """
-    import signal
-
     os.chdir("/")
+    from shimd.launcher import canConnect, listen
+
+    context = contextFingerprint()
+    if not path.endswith(f"-{context}.sock") or canConnect(path):
+        return
+    checkDirectory(os.path.dirname(path), create=False)
     preload()
     import socket
-
-    from shimd.launcher import listen
 
     bound = listen("unix://" + path)
     if bound is None:
@@ -346,9 +735,10 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
             except TimeoutError:
                 return
             with connection:
-                connection.settimeout(CONNECT_TIMEOUT)
+                connection.settimeout(REPLY_TIMEOUT)
                 try:
-                    _serveOne(server, connection)
+                    if not _serveOne(server, connection, context):
+                        return
                 except (OSError, ForkServerError, ValueError):
                     continue
     finally:

@@ -46,17 +46,70 @@ LISTEN_BACKLOG = 4096
 SOCKET_MODE = 0o600
 SIGKILL_STATUS = 128 + 9
 
+READY_TIMEOUT = 30.0
+IDENTIFIER_MAX_LENGTH = 76
+IDENTIFIER_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
+_IDENTIFIER_LETTERS = frozenset(
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
+)
+_IDENTIFIER_SEPARATORS = frozenset("._-")
+
 _BOOLEAN_FLAGS = frozenset({"debug", "v", "info"})
 _VALUE_FLAGS = frozenset(
     {"namespace", "id", "socket", "bundle", "address", "publish-binary"}
 )
-_ACTIONS = frozenset({"start", "delete"})
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})
+_FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
+
+# Go's flag.PrintDefaults for the Go shim's flags (and containerd 2.x's
+# -info), in its layout: sorted, one-letter names on one line.
+USAGE = """\
+  -address string
+    \tgrpc address back to main containerd
+  -bundle string
+    \tpath to the bundle if not workdir
+  -debug
+    \tenable debug output in logs
+  -id string
+    \tid of the task
+  -info
+    \tget the option protobuf from stdin, print the shim info protobuf to stdout, \
+and exit
+  -namespace string
+    \tnamespace that owns the shim
+  -publish-binary string
+    \tpath to publish binary (used for publishing events) (default "containerd")
+  -socket string
+    \tsocket path to serve
+  -v\tshow the shim version and exit
+"""
 
 
 class LaunchError(Exception):
     """
     The action failed; the message is what containerd shows its user.
     """
+
+
+class FlagError(LaunchError):
+    """
+    The command line is not valid: as Go's C{flag} package does, print the
+    message and the usage, and exit with status 2.
+    """
+
+
+class HelpRequested(Exception):
+    """
+    C{-h} or C{-help}: as Go's C{flag} package does, print the usage and
+    exit with status 0.
+    """
+
+
+def usage(argv0: str) -> str:
+    """
+    The usage text Go's C{flag} package prints.
+    """
+    return f"Usage of {argv0}:\n{USAGE}"
 
 
 class Flags:
@@ -85,10 +138,12 @@ class Flags:
 def parseFlags(argv: Sequence[str]) -> Flags:
     """
     Parse a command line the way Go's C{flag} package does: one or two
-    dashes, C{-name value} or C{-name=value}, flags before the first
-    positional argument, C{--} ending them. Unknown flags are tolerated: an
-    unknown C{-name} takes the next word as its value unless that word is a
-    flag or an action.
+    dashes, C{-name value} or C{-name=value} (booleans only the latter),
+    flags before the first positional argument, C{--} ending them.
+
+    @raise FlagError: for an unknown flag, a missing or bad value, or bad
+        syntax, with Go's message.
+    @raise HelpRequested: for C{-h} or C{-help}.
     """
     flags = Flags()
     values: dict[str, str] = {}
@@ -96,28 +151,36 @@ def parseFlags(argv: Sequence[str]) -> Flags:
     index = 0
     while index < len(argv):
         word = argv[index]
+        if len(word) < 2 or word[0] != "-":
+            break
         if word == "--":
             index += 1
             break
-        if not word.startswith("-") or word == "-":
-            break
-        name, hasValue, value = word.lstrip("-").partition("=")
+        name = word[2:] if word[1] == "-" else word[1:]
+        if not name or name[0] in "-=":
+            raise FlagError(f"bad flag syntax: {word}")
+        name, hasValue, value = name.partition("=")
         index += 1
         if name in _BOOLEAN_FLAGS:
-            booleans[name] = (
-                value.lower() in ("", "1", "t", "true") if hasValue else True
-            )
+            if not hasValue or value in _TRUE:
+                booleans[name] = True
+            elif value in _FALSE:
+                booleans[name] = False
+            else:
+                raise FlagError(
+                    f"invalid boolean value {goQuote(value)} for -{name}: parse error"
+                )
         elif name in _VALUE_FLAGS:
             if not hasValue:
                 if index >= len(argv):
-                    raise LaunchError(f"flag needs an argument: -{name}")
+                    raise FlagError(f"flag needs an argument: -{name}")
                 value = argv[index]
                 index += 1
             values[name] = value
-        elif not hasValue and index < len(argv):
-            following = argv[index]
-            if not following.startswith("-") and following not in _ACTIONS:
-                index += 1
+        elif name in ("h", "help"):
+            raise HelpRequested()
+        else:
+            raise FlagError(f"flag provided but not defined: -{name}")
     flags.arguments = list(argv[index:])
     flags.namespace = values.get("namespace", "")
     flags.id = values.get("id", "")
@@ -129,6 +192,82 @@ def parseFlags(argv: Sequence[str]) -> Flags:
     flags.version = booleans.get("v", False)
     flags.info = booleans.get("info", False)
     return flags
+
+
+def goQuote(text: str) -> str:
+    """
+    A string quoted as Go's C{%q} quotes it (for printable text, and with
+    escapes for what is not).
+    """
+    quoted = ['"']
+    for character in text:
+        if character in '"\\':
+            quoted.append("\\" + character)
+        elif character.isprintable():
+            quoted.append(character)
+        elif ord(character) < 0x80:
+            quoted.append(
+                {"\n": "\\n", "\t": "\\t", "\r": "\\r"}.get(
+                    character, f"\\x{ord(character):02x}"
+                )
+            )
+        elif ord(character) <= 0xFFFF:
+            quoted.append(f"\\u{ord(character):04x}")
+        else:
+            quoted.append(f"\\U{ord(character):08x}")
+    quoted.append('"')
+    return "".join(quoted)
+
+
+def validateIdentifier(text: str) -> None:
+    """
+    containerd's C{identifiers.Validate}: 1 to 76 bytes of ASCII letters
+    and digits, separated by single dots, underscores or dashes, with a
+    letter or digit at each end.
+
+    @raise LaunchError: with containerd's message, when C{text} is not one.
+    """
+    if not text:
+        raise LaunchError("identifier must not be empty: invalid argument")
+    if len(text.encode("utf-8", "surrogateescape")) > IDENTIFIER_MAX_LENGTH:
+        raise LaunchError(
+            f"identifier {goQuote(text)} greater than maximum length "
+            f"({IDENTIFIER_MAX_LENGTH} characters): invalid argument"
+        )
+    previous = "."
+    for character in text:
+        if character in _IDENTIFIER_SEPARATORS and previous in _IDENTIFIER_SEPARATORS:
+            break
+        if character not in _IDENTIFIER_LETTERS | _IDENTIFIER_SEPARATORS:
+            break
+        previous = character
+    else:
+        if previous not in _IDENTIFIER_SEPARATORS:
+            return
+    raise LaunchError(
+        f"identifier {goQuote(text)} must match {IDENTIFIER_PATTERN}: invalid argument"
+    )
+
+
+def validateFlags(flags: Flags) -> None:
+    """
+    Check the namespace and the id as containerd does before they name any
+    path: the Go shim's C{namespace validation: ...}, and the same rule for
+    the id (which containerd already enforces on the ids it passes).
+
+    @raise LaunchError: when one is not valid.
+    """
+    if not flags.namespace:
+        raise LaunchError("shim namespace cannot be empty")
+    try:
+        validateIdentifier(flags.namespace)
+    except LaunchError as e:
+        raise LaunchError(f"namespace validation: {e}") from e
+    if flags.id:
+        try:
+            validateIdentifier(flags.id)
+        except LaunchError as e:
+            raise LaunchError(f"id validation: {e}") from e
 
 
 def cleanPath(path: str) -> str:
@@ -296,35 +435,102 @@ def daemonCommand(arguments: list[str]) -> list[str]:
     return [sys.executable, script, *arguments]
 
 
+class Daemon:
+    """
+    A daemon C{start} launched, until it reports that it serves.
+
+    @ivar pid: its pid.
+    @ivar proc: a descriptor of its C{/proc/PID} directory, which refers to
+        this process only (never to a later one with the same pid).
+    @ivar status: where it reports (L{shimd.daemon.StartupReport}).
+    """
+
+    def __init__(self, pid: int, proc: int, status: int) -> None:
+        self.pid = pid
+        self.proc = proc
+        self.status = status
+
+    def waitReady(self, timeout: float) -> None:
+        """
+        Wait, at most C{timeout} seconds, for the daemon to report that it
+        serves.
+
+        @raise LaunchError: with its reason, when it reports a failure,
+            exits first, or does not report in time.
+        """
+        import select
+
+        deadline = time.monotonic() + timeout
+        report = b""
+        while b"\n" not in report:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([self.status], [], [], remaining)[0]:
+                raise LaunchError(f"start shim daemon: not serving after {timeout:g} s")
+            chunk = os.read(self.status, 4096)
+            if not chunk:
+                break
+            report += chunk
+        line = report.partition(b"\n")[0].decode("utf-8", "replace")
+        if line == "ready":
+            return
+        reason = line.removeprefix("error ") if line else "it exited"
+        raise LaunchError(f"start shim daemon: {reason}")
+
+    def kill(self) -> None:
+        """
+        Kill the daemon, if it is still this process.
+        """
+        try:
+            os.close(os.open("stat", os.O_RDONLY | os.O_CLOEXEC, dir_fd=self.proc))
+            os.kill(self.pid, 9)
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        os.close(self.proc)
+        os.close(self.status)
+
+
 def spawnDaemon(
     command: list[str], listener: _socket.socket, environ: Mapping[str, str]
-) -> int:
+) -> Daemon:
     """
-    Spawn the daemon in a new session, with the listener as its fd 3 and
-    C{/dev/null} as its stdio, so that it holds nothing of containerd's
-    output pipe.
+    Spawn the daemon in a new session, with the listener as its fd 3, the
+    write end of its status pipe as its fd 4, and C{/dev/null} as its
+    stdio, so that it holds nothing of containerd's output pipe.
+    """
+    from shimd.daemon import READY_FD, READY_VARIABLE
 
-    @return: its pid.
-    """
     inherited = os.dup(listener.fileno())
-    while inherited == LISTEN_FD:
+    while inherited in (LISTEN_FD, READY_FD):
         inherited = os.dup(listener.fileno())
+    statusRead, statusWrite = os.pipe()
+    while statusWrite in (LISTEN_FD, READY_FD):
+        statusWrite = os.dup(statusWrite)
     devnull = os.devnull
     try:
-        return os.posix_spawn(
+        pid = os.posix_spawn(
             command[0],
             command,
-            environ,
+            {**environ, READY_VARIABLE: str(READY_FD)},
             file_actions=[
                 (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
                 (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
                 (os.POSIX_SPAWN_DUP2, inherited, LISTEN_FD),
+                (os.POSIX_SPAWN_DUP2, statusWrite, READY_FD),
             ],
             setsid=True,
         )
+    except BaseException:
+        os.close(statusRead)
+        raise
     finally:
         os.close(inherited)
+        os.close(statusWrite)
+    # Our own child, not yet reaped: the pid cannot name another process.
+    proc = os.open(f"/proc/{pid}", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    return Daemon(pid, proc, statusRead)
 
 
 def launchDaemon(
@@ -332,28 +538,26 @@ def launchDaemon(
     listener: _socket.socket,
     bundle: str,
     environ: Mapping[str, str],
-) -> int:
+) -> Daemon:
     """
-    Have the fork server fork the daemon, or, when none answers, spawn it
-    (and start a fork server for next time).
-
-    @return: the daemon's pid.
+    Have the fork server fork the daemon or, when that fails for any
+    reason, spawn it; the daemon logs the reason.
     """
     from shimd import forkserver
+    from shimd.daemon import COLD_VARIABLE
 
+    reason = ""
     if forkserver.enabled(environ):
-        path = forkserver.socketPath()
         try:
-            return forkserver.requestDaemon(
-                path, arguments, bundle, environ, listener.fileno()
+            forked = forkserver.forkDaemon(
+                arguments, bundle, environ, listener.fileno()
             )
-        except forkserver.ForkServerUnavailable:
-            try:
-                forkserver.spawnServer(path)
-            except OSError:
-                pass
         except forkserver.ForkServerError as e:
-            raise LaunchError(str(e)) from e
+            reason = str(e)
+        else:
+            return Daemon(forked.pid, forked.proc, forked.status.detach())
+    if reason:
+        environ = {**environ, COLD_VARIABLE: reason}
     return spawnDaemon(daemonCommand(arguments), listener, environ)
 
 
@@ -387,14 +591,15 @@ def joinCgroup(pid: int, cgroup: str) -> None:
             f.write(str(pid))
 
 
-def adjustOOMScore(pid: int) -> None:
+def adjustOOMScore(daemon: Daemon) -> None:
     """
     Give the daemon an OOM score one above its parent's (containerd's), so
     that the kernel kills the shim before containerd.
     """
     with open(f"/proc/{os.getppid()}/oom_score_adj") as f:
         score = int(f.read().strip())
-    with open(f"/proc/{pid}/oom_score_adj", "w") as f:
+    fd = os.open("oom_score_adj", os.O_WRONLY | os.O_CLOEXEC, dir_fd=daemon.proc)
+    with open(fd, "w") as f:
         f.write(str(min(score + 1, 1000)))
 
 
@@ -430,22 +635,28 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
         environ["TTRPC_ADDRESS"] = given.ttrpcAddress
     arguments = daemonArguments(given.namespace, flags.id, given.address, given.debug)
     try:
-        writeAddress(bundle, address)
-        pid = launchDaemon(arguments, listener, bundle, environ)
+        daemon = launchDaemon(arguments, listener, bundle, environ)
     except BaseException:
         listener.close()
         os.unlink(path)
         raise
     listener.close()
     try:
-        shimCgroup = wire.lastString(given.options, 3)
-        if shimCgroup:
-            joinCgroup(pid, shimCgroup)
-        adjustOOMScore(pid)
-    except (OSError, LaunchError) as e:
-        os.kill(pid, 9)
+        try:
+            shimCgroup = wire.lastString(given.options, 3)
+            if shimCgroup:
+                joinCgroup(daemon.pid, shimCgroup)
+            adjustOOMScore(daemon)
+        except (OSError, LaunchError) as e:
+            raise LaunchError(f"configure shim process: {e}") from e
+        daemon.waitReady(READY_TIMEOUT)
+        writeAddress(bundle, address)
+    except BaseException:
+        daemon.kill()
         os.unlink(path)
-        raise LaunchError(f"configure shim process: {e}") from e
+        raise
+    finally:
+        daemon.close()
     return address
 
 
@@ -668,16 +879,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = sys.argv[1:] if argv is None else argv
     try:
         flags = parseFlags(arguments)
-    except LaunchError as e:
-        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+    except FlagError as e:
+        sys.stderr.write(f"{e}\n{usage(sys.argv[0])}")
         return 2
+    except HelpRequested:
+        sys.stderr.write(usage(sys.argv[0]))
+        return 0
     if flags.version:
         sys.stdout.write(version(sys.argv[0]))
         return 0
     if flags.info:
         return info()
-    if not flags.namespace:
-        print(f"{RUNTIME_NAME}: shim namespace cannot be empty", file=sys.stderr)
+    try:
+        validateFlags(flags)
+    except LaunchError as e:
+        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
         return 1
     try:
         if flags.action == "start":
