@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -46,9 +47,171 @@ class FingerprintTests(SynchronousTestCase):
         self.assertNotEqual(forkserver.fingerprint(package.path), first)
 
     def test_socketPath(self) -> None:
-        path = forkserver.socketPath("/run/x")
-        self.assertTrue(path.startswith("/run/x/forkserver-"))
-        self.assertTrue(path.endswith(".sock"))
+        """
+        The socket's name carries the code's and the context's fingerprints.
+        """
+        path = forkserver.socketPath("/run/x", "c0ffee")
+        self.assertEqual(
+            path, f"/run/x/forkserver-{forkserver.fingerprint()}-c0ffee.sock"
+        )
+        self.assertEqual(
+            forkserver.socketPath("/run/x"),
+            forkserver.socketPath("/run/x", forkserver.contextFingerprint()),
+        )
+
+
+class ContextTests(SynchronousTestCase):
+    """
+    L{forkserver.contextFingerprint} covers what a forked daemon would take
+    from its server rather than from the request.
+    """
+
+    def assertChangesWith(self, change: object, undo: object) -> None:
+        before = forkserver.contextFingerprint()
+        change()  # type: ignore[operator]
+        try:
+            self.assertNotEqual(forkserver.contextFingerprint(), before)
+        finally:
+            undo()  # type: ignore[operator]
+        self.assertEqual(forkserver.contextFingerprint(), before)
+
+    def test_stable(self) -> None:
+        self.assertEqual(
+            forkserver.contextFingerprint(), forkserver.contextFingerprint()
+        )
+
+    def test_umask(self) -> None:
+        previous = os.umask(0o022)
+        os.umask(previous)
+        self.assertChangesWith(
+            lambda: os.umask(previous ^ 0o002), lambda: os.umask(previous)
+        )
+
+    def test_rlimits(self) -> None:
+        import resource
+
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        self.assertChangesWith(
+            lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft - 1, hard)),
+            lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard)),
+        )
+
+    def test_oomScoreAdjust(self) -> None:
+        with open("/proc/self/oom_score_adj") as f:
+            previous = f.read().strip()
+
+        def write(value: str) -> None:
+            with open("/proc/self/oom_score_adj", "w") as f:
+                f.write(value)
+
+        if os.geteuid() != 0 and int(previous) >= 1000:
+            raise SkipTest("cannot raise the OOM score adjustment")
+        self.assertChangesWith(
+            lambda: write(str(min(int(previous) + 1, 1000))), lambda: write(previous)
+        )
+
+    def test_ignoredSignals(self) -> None:
+        """
+        An ignored signal counts, except SIGCHLD, which the server ignores
+        and each daemon restores.
+        """
+        import signal
+
+        previous = signal.signal(signal.SIGUSR2, signal.SIG_IGN)
+        try:
+            self.assertNotEqual(
+                forkserver.contextFingerprint(),
+                (
+                    signal.signal(signal.SIGUSR2, previous),
+                    forkserver.contextFingerprint(),
+                )[1],
+            )
+        finally:
+            signal.signal(signal.SIGUSR2, previous)
+        before = forkserver.contextFingerprint()
+        previous = signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+        try:
+            self.assertEqual(forkserver.contextFingerprint(), before)
+        finally:
+            signal.signal(signal.SIGCHLD, previous)
+
+    def test_namespacesAndCgroups(self) -> None:
+        """
+        The namespaces and the cgroups are in the description.
+        """
+        description = forkserver.contextDescription()
+        self.assertIn(os.readlink("/proc/self/ns/mnt").encode(), description)
+        self.assertIn(os.readlink("/proc/self/ns/user").encode(), description)
+        with open("/proc/self/cgroup", "rb") as f:
+            self.assertIn(f.read(), description)
+        self.assertIn(b"NoNewPrivs:", description)
+        self.assertIn(b"securebits ", description)
+
+    def test_environment(self) -> None:
+        """
+        Variables that shape an interpreter count; others, which each daemon
+        gets from its request, do not.
+        """
+        base = forkserver.contextFingerprint({"PATH": "/bin"})
+        self.assertEqual(
+            forkserver.contextFingerprint({"PATH": "/usr/bin", "X": "1"}), base
+        )
+        for name in ("PYTHONPATH", "LD_PRELOAD", "LC_ALL", "MALLOC_ARENA_MAX"):
+            self.assertNotEqual(
+                forkserver.contextFingerprint({"PATH": "/bin", name: "x"}), base
+            )
+
+
+class TrustTests(SynchronousTestCase):
+    """
+    L{forkserver.checkDirectory} trusts only a real directory of ours, mode
+    0700.
+    """
+
+    def setUp(self) -> None:
+        self.parent = tempfile.mkdtemp(prefix="shimd-trust-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, self.parent, True)
+        self.path = os.path.join(self.parent, "shimd")
+
+    def test_created(self) -> None:
+        forkserver.checkDirectory(self.path)
+        self.assertEqual(os.stat(self.path).st_mode & 0o7777, 0o700)
+
+    def test_notCreated(self) -> None:
+        self.assertRaises(
+            forkserver.ForkServerUntrusted,
+            forkserver.checkDirectory,
+            self.path,
+            create=False,
+        )
+
+    def assertUntrusted(self, reason: str) -> None:
+        error = self.assertRaises(
+            forkserver.ForkServerUntrusted, forkserver.checkDirectory, self.path
+        )
+        self.assertIn(reason, str(error))
+
+    def test_mode(self) -> None:
+        os.mkdir(self.path, 0o700)
+        os.chmod(self.path, 0o755)
+        self.assertUntrusted("mode 0755")
+
+    def test_symlink(self) -> None:
+        target = os.path.join(self.parent, "target")
+        os.mkdir(target, 0o700)
+        os.symlink(target, self.path)
+        self.assertUntrusted("not a directory")
+
+    def test_file(self) -> None:
+        FilePath(self.path).setContent(b"")
+        self.assertUntrusted("not a directory")
+
+    def test_owner(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("changing a directory's owner needs root")
+        os.mkdir(self.path, 0o700)
+        os.chown(self.path, 65534, 65534)
+        self.assertUntrusted("owned by uid 65534")
 
 
 class EnabledTests(SynchronousTestCase):
@@ -99,6 +262,7 @@ class MessageTests(SynchronousTestCase):
             "/",
             {},
             0,
+            "context",
         )
 
 
@@ -176,15 +340,20 @@ class ServerTests(SynchronousTestCase):
         assert listener is not None
         bundle = self.bundle()
         environ = dict(os.environ, TTRPC_ADDRESS=os.path.join(self.directory, "none"))
-        pid = forkserver.requestDaemon(
+        forked = forkserver.requestDaemon(
             self.path,
             launcher.daemonArguments("fsns", "c1", "/c.sock", False),
             bundle,
             environ,
             listener.fileno(),
+            forkserver.contextFingerprint(),
         )
         listener.close()
+        pid = forked.pid
         self.addCleanup(self._kill, pid)
+        daemon = launcher.Daemon(pid, forked.proc, forked.status.detach())
+        daemon.waitReady(60)
+        daemon.close()
         reply = _call(
             socketPath,
             "Connect",
@@ -243,3 +412,302 @@ class ServerTests(SynchronousTestCase):
             reply = connection.recv(4096)
         self.assertIn(b"error", reply)
         self.assertIsNone(self.server.poll())
+
+    def test_stoppedServer(self) -> None:
+        """
+        A stopped (wedged) server does not fail C{start}: it is killed and
+        replaced, and the daemon is spawned.
+        """
+        self.patch(forkserver, "SOCKET_DIR", self.directory)
+        self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
+        self.addCleanup(killServerAt, self.path)
+        os.kill(self.server.pid, signal.SIGSTOP)
+        bundle = self.bundle()
+        FilePath(bundle).child("config.json").setContent(b"{}")
+        chdir(self, bundle)
+        flags = launcher.parseFlags(
+            ["-namespace", "fsns", "-address", "/c.sock", "-id", "c3", "start"]
+        )
+        address = launcher.start(flags, b"", bundle, socketDir=self.directory)
+        path = address.removeprefix("unix://")
+        reply = _call(
+            path, "Connect", task_pb2.ConnectRequest(id="c3"), task_pb2.ConnectResponse
+        )
+        self.assertEqual(parentOf(reply.shim_pid), os.getpid())  # type: ignore[attr-defined]
+        self.assertEqual(self.server.wait(), -9)
+        _call(path, "Shutdown", task_pb2.ShutdownRequest(), task_pb2.ShutdownRequest)
+
+    def test_startFailsWithoutLog(self) -> None:
+        """
+        A forked daemon that cannot start fails C{start} with its reason,
+        leaving neither the socket nor the address file.
+        """
+        self.patch(forkserver, "SOCKET_DIR", self.directory)
+        self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
+        bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
+        FilePath(bundle).child("config.json").setContent(b"{}")
+        flags = launcher.parseFlags(
+            ["-namespace", "fsns", "-address", "/c.sock", "-id", "c4", "start"]
+        )
+        error = self.assertRaises(
+            launcher.LaunchError,
+            launcher.start,
+            flags,
+            b"",
+            bundle,
+            socketDir=self.directory,
+        )
+        self.assertEqual(
+            str(error),
+            f"start shim daemon: open log fifo {bundle}/log: No such file or directory",
+        )
+        self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
+        address = launcher.socketAddress("/c.sock", "fsns", "c4", self.directory)
+        self.assertFalse(os.path.exists(address.removeprefix("unix://")))
+        self.assertIsNone(self.server.poll())
+
+
+# A stand-in for a fork server: it accepts one connection, records what it
+# received, answers with argv[3] (if any) and then waits to be killed.
+FAKE_SERVER = """\
+import os, socket, sys, time
+path, record, answer = sys.argv[1], sys.argv[2], sys.argv[3]
+server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+server.bind(path)
+server.listen(8)
+open(record + ".ready", "w").close()
+connection, _ = server.accept()
+connection.settimeout(2)
+received = b""
+try:
+    while len(received) < 4 or len(received) < 4 + int.from_bytes(received[:4], "big"):
+        chunk = connection.recv(65536)
+        if not chunk:
+            break
+        received += chunk
+except OSError:
+    pass
+with open(record, "wb") as f:
+    f.write(received)
+try:
+    connection.sendall(answer.encode() + b"\\n" if answer else b"")
+except OSError:
+    pass
+time.sleep(600)
+"""
+
+
+class FallbackTests(SynchronousTestCase):
+    """
+    C{start} spawns the daemon itself whenever the fork server cannot be
+    used, trusts nothing it has not checked, and replaces a broken server.
+    """
+
+    def setUp(self) -> None:
+        if os.geteuid() != 0:
+            raise SkipTest("the fork server tests need root (subreaper, /run)")
+        self.directory = tempfile.mkdtemp(prefix="shimd-fb-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, self.directory, True)
+        self.patch(forkserver, "SOCKET_DIR", self.directory)
+        self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
+        self.path = forkserver.socketPath(self.directory)
+        self.addCleanup(killServerAt, self.path)
+
+    def fakeServer(
+        self, answer: str, user: int | None = None
+    ) -> subprocess.Popen[bytes]:
+        """
+        Start a L{FAKE_SERVER} at the fork server's path, as C{user}.
+        """
+        scratch = tempfile.mkdtemp(prefix="fake-", dir="/tmp")
+        self.addCleanup(shutil.rmtree, scratch, True)
+        os.chmod(scratch, 0o777)
+        self.record = os.path.join(scratch, "record")
+        bound = os.path.join(scratch, "s.sock")
+        process = subprocess.Popen(
+            [sys.executable, "-c", FAKE_SERVER, bound, self.record, answer],
+            user=user,
+        )
+        self.addCleanup(stopProcess, process)
+        deadline = time.monotonic() + 60
+        while not os.path.exists(self.record + ".ready"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                self.fail("the fake fork server did not start")
+            time.sleep(0.02)
+        os.rename(bound, self.path)
+        return process
+
+    def startShim(self, id: str) -> tuple[int, str]:
+        """
+        Run C{start} for a new bundle.
+
+        @return: the daemon's pid and the bundle.
+        """
+        bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
+        makeLogFifo(self, bundle)
+        FilePath(bundle).child("config.json").setContent(b"{}")
+        flags = launcher.parseFlags(
+            ["-namespace", "fbns", "-address", "/c.sock", "-id", id, "start"]
+        )
+        chdir(self, bundle)
+        address = launcher.start(flags, b"", bundle, socketDir=self.directory)
+        path = address.removeprefix("unix://")
+        reply = _call(
+            path, "Connect", task_pb2.ConnectRequest(id=id), task_pb2.ConnectResponse
+        )
+        pid: int = reply.shim_pid  # type: ignore[attr-defined]
+        self.addCleanup(
+            _call,
+            path,
+            "Shutdown",
+            task_pb2.ShutdownRequest(),
+            task_pb2.ShutdownRequest,
+        )
+        return pid, bundle
+
+    def test_untrustedDirectory(self) -> None:
+        """
+        With the socket directory not mode 0700, nothing is sent to the
+        server there, and the daemon is spawned.
+        """
+        fake = self.fakeServer("pid 1")
+        os.chmod(self.directory, 0o755)
+        pid, _ = self.startShim("u1")
+        self.assertEqual(parentOf(pid), os.getpid())
+        self.assertFalse(os.path.exists(self.record))
+        self.assertIsNone(fake.poll())
+
+    def test_wrongPeer(self) -> None:
+        """
+        A server that is not root's gets nothing, not even a connection's
+        worth of request, and the daemon is spawned.
+        """
+        fake = self.fakeServer("pid 1", user=65534)
+        pid, _ = self.startShim("w1")
+        self.assertEqual(parentOf(pid), os.getpid())
+        fake.kill()
+        fake.wait()
+        self.assertEqual(
+            FilePath(self.record).getContent() if os.path.exists(self.record) else b"",
+            b"",
+        )
+
+    def test_foreignPid(self) -> None:
+        """
+        A reply naming a process that is not the server's child (here PID
+        1) is not believed: nothing is written to its C{/proc} directory,
+        the server is replaced, and the daemon is spawned.
+        """
+        with open("/proc/1/oom_score_adj") as f:
+            before = f.read()
+        fake = self.fakeServer("pid 1")
+        pid, _ = self.startShim("p1")
+        self.assertEqual(parentOf(pid), os.getpid())
+        with open("/proc/1/oom_score_adj") as f:
+            self.assertEqual(f.read(), before)
+        self.assertEqual(fake.wait(), -9)
+        self.assertNotEqual(FilePath(self.record).getContent(), b"")
+
+    def test_badReply(self) -> None:
+        """
+        Nonsense from the server: the server is replaced, the daemon
+        spawned.
+        """
+        fake = self.fakeServer("hello")
+        pid, _ = self.startShim("b1")
+        self.assertEqual(parentOf(pid), os.getpid())
+        self.assertEqual(fake.wait(), -9)
+
+    def test_silentServer(self) -> None:
+        """
+        A server that never answers is given up on, killed and replaced; the
+        daemon is spawned.
+        """
+        fake = self.fakeServer("")
+        pid, _ = self.startShim("s1")
+        self.assertEqual(parentOf(pid), os.getpid())
+        self.assertEqual(fake.wait(), -9)
+
+    def test_errorReply(self) -> None:
+        """
+        A server that refuses (nothing forked) is left alone; the daemon is
+        spawned.
+        """
+        fake = self.fakeServer("error no")
+        pid, _ = self.startShim("e1")
+        self.assertEqual(parentOf(pid), os.getpid())
+        self.assertIsNone(fake.poll())
+
+    def test_missingLogFifo(self) -> None:
+        """
+        A daemon that cannot start fails C{start} with its reason, leaving
+        neither the socket nor the address file.
+        """
+        self.patch(os, "environ", dict(os.environ, SHIMD_FORKSERVER="0"))
+        bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
+        FilePath(bundle).child("config.json").setContent(b"{}")
+        flags = launcher.parseFlags(
+            ["-namespace", "fbns", "-address", "/c.sock", "-id", "nolog", "start"]
+        )
+        chdir(self, bundle)
+        error = self.assertRaises(
+            launcher.LaunchError,
+            launcher.start,
+            flags,
+            b"",
+            bundle,
+            socketDir=self.directory,
+        )
+        self.assertEqual(
+            str(error),
+            f"start shim daemon: open log fifo {bundle}/log: No such file or directory",
+        )
+        self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
+        address = launcher.socketAddress("/c.sock", "fbns", "nolog", self.directory)
+        self.assertFalse(os.path.exists(address.removeprefix("unix://")))
+
+
+def makeLogFifo(case: SynchronousTestCase, bundle: str) -> None:
+    """
+    Make the bundle's C{log} fifo, with a reader, as containerd does.
+    """
+    os.mkfifo(os.path.join(bundle, "log"))
+    reader = os.open(os.path.join(bundle, "log"), os.O_RDWR | os.O_NONBLOCK)
+    case.addCleanup(os.close, reader)
+
+
+def chdir(case: SynchronousTestCase, path: str) -> None:
+    """
+    Work in C{path} for the rest of the test, as containerd runs C{start}
+    in the bundle.
+    """
+    previous = os.getcwd()
+    os.chdir(path)
+    case.addCleanup(os.chdir, previous)
+
+
+def parentOf(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[1])
+
+
+def stopProcess(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.kill()
+    process.wait()
+
+
+def killServerAt(path: str) -> None:
+    """
+    Kill whatever fork server listens at C{path} (one C{start} started).
+    """
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1)
+    try:
+        probe.connect(path)
+        pid, _, _ = forkserver.peerCredentials(probe)
+        os.kill(pid, 9)
+    except OSError:
+        pass
+    finally:
+        probe.close()

@@ -244,42 +244,52 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         self.assertEqual(launcher.parseFlags(["-"]).arguments, ["-"])
 
-    def test_unknownWithValue(self) -> None:
+    def test_unknown(self) -> None:
         """
-        An unknown flag takes the next word as its value.
+        An unknown flag, in any form, is an error naming it, as in Go.
         """
-        flags = launcher.parseFlags(["-unknown", "val", "start"])
-        self.assertEqual(flags.action, "start")
-        self.assertEqual(flags.arguments, ["start"])
+        for argv, name in [
+            (["-unknown", "val", "start"], "unknown"),
+            (["-namespace", "ns", "-x"], "x"),
+            (["--x=1", "start"], "x"),
+            (["-debug", "-nope", "delete"], "nope"),
+        ]:
+            error = self.assertRaises(launcher.FlagError, launcher.parseFlags, argv)
+            self.assertEqual(str(error), f"flag provided but not defined: -{name}")
 
-    def test_unknownBoolean(self) -> None:
+    def test_unknownAfterAction(self) -> None:
         """
-        An unknown flag followed by an action or a flag takes no value.
+        What follows the action is not parsed, so it is never unknown.
         """
-        self.assertEqual(launcher.parseFlags(["-unknownbool", "start"]).action, "start")
         self.assertEqual(
-            launcher.parseFlags(["-unknownbool", "delete"]).action, "delete"
+            launcher.parseFlags(["start", "-x"]).arguments, ["start", "-x"]
         )
-        flags = launcher.parseFlags(["-unknownbool", "-id", "x", "start"])
-        self.assertEqual(flags.id, "x")
-        self.assertEqual(flags.action, "start")
 
-    def test_unknownWithEquals(self) -> None:
+    def test_help(self) -> None:
         """
-        An unknown C{-name=value} takes nothing more.
+        C{-h}, C{-help} and C{--help} ask for the usage.
         """
-        flags = launcher.parseFlags(["-x=1", "start"])
-        self.assertEqual(flags.action, "start")
-        flags = launcher.parseFlags(["-x=1", "-id", "y"])
-        self.assertEqual(flags.id, "y")
+        for argv in (["-h"], ["--help"], ["-help"], ["-namespace", "n", "-h", "x"]):
+            self.assertRaises(launcher.HelpRequested, launcher.parseFlags, argv)
 
-    def test_unknownLast(self) -> None:
+    def test_badSyntax(self) -> None:
         """
-        An unknown flag at the end is not an error.
+        Three dashes, or a name starting with C{=}, are Go's bad syntax.
         """
-        flags = launcher.parseFlags(["-namespace", "ns", "-unknown"])
-        self.assertEqual(flags.namespace, "ns")
-        self.assertIsNone(flags.action)
+        for word in ("---x", "-=x", "--=1"):
+            error = self.assertRaises(launcher.FlagError, launcher.parseFlags, [word])
+            self.assertEqual(str(error), f"bad flag syntax: {word}")
+
+    def test_badBoolean(self) -> None:
+        """
+        A boolean flag's value must be one Go's C{strconv.ParseBool} reads.
+        """
+        error = self.assertRaises(
+            launcher.FlagError, launcher.parseFlags, ["-debug=yes"]
+        )
+        self.assertEqual(
+            str(error), 'invalid boolean value "yes" for -debug: parse error'
+        )
 
     def test_missingValue(self) -> None:
         """
@@ -287,10 +297,46 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         for name in ("id", "namespace", "address", "bundle", "socket"):
             error = self.assertRaises(
-                LaunchError, launcher.parseFlags, ["-debug", f"-{name}"]
+                launcher.FlagError, launcher.parseFlags, ["-debug", f"-{name}"]
             )
             self.assertEqual(str(error), f"flag needs an argument: -{name}")
         self.assertRaises(LaunchError, launcher.parseFlags, ["--publish-binary"])
+
+
+class ValidateIdentifierTests(SynchronousTestCase):
+    """
+    L{launcher.validateIdentifier} is containerd's C{identifiers.Validate}.
+    """
+
+    def test_valid(self) -> None:
+        for text in ("a", "default", "k8s.io", "a-b_c.d", "A1", "x" * 76, "0"):
+            launcher.validateIdentifier(text)
+
+    def test_invalid(self) -> None:
+        pattern = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
+        for text in ("../x", ".a", "a.", "a..b", "a-_b", "a/b", "a b", "é", "-"):
+            error = self.assertRaises(LaunchError, launcher.validateIdentifier, text)
+            self.assertEqual(
+                str(error),
+                f"identifier {launcher.goQuote(text)} must match {pattern}: "
+                "invalid argument",
+            )
+
+    def test_empty(self) -> None:
+        error = self.assertRaises(LaunchError, launcher.validateIdentifier, "")
+        self.assertEqual(str(error), "identifier must not be empty: invalid argument")
+
+    def test_tooLong(self) -> None:
+        error = self.assertRaises(LaunchError, launcher.validateIdentifier, "x" * 77)
+        self.assertEqual(
+            str(error),
+            f'identifier "{"x" * 77}" greater than maximum length (76 characters): '
+            "invalid argument",
+        )
+
+    def test_goQuote(self) -> None:
+        self.assertEqual(launcher.goQuote('a"b\\c'), '"a\\"b\\\\c"')
+        self.assertEqual(launcher.goQuote("a\nb\x01"), '"a\\nb\\x01"')
 
 
 class PathTests(SynchronousTestCase):
@@ -1055,6 +1101,65 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(launcher.main(["-namespace"]), 2)
         self.assertIn("flag needs an argument: -namespace", self.stderr.getvalue())
 
+    def test_unknownFlag(self) -> None:
+        """
+        An unknown flag exits 2 with Go's message and the usage on stderr,
+        nothing on stdout.
+        """
+        self.assertEqual(launcher.main(["-namespace", "n", "-x", "start"]), 2)
+        self.assertEqual(
+            self.stderr.getvalue(),
+            "flag provided but not defined: -x\n" + launcher.usage(sys.argv[0]),
+        )
+        self.assertEqual(self.output(), b"")
+
+    def test_help(self) -> None:
+        """
+        C{-h} and C{--help} print the usage on stderr and exit 0, as the Go
+        shim does.
+        """
+        for argv in (["-h"], ["--help"]):
+            self.stderr.seek(0)
+            self.stderr.truncate()
+            self.assertEqual(launcher.main(argv), 0)
+            self.assertEqual(self.stderr.getvalue(), launcher.usage(sys.argv[0]))
+        self.assertEqual(self.output(), b"")
+
+    def test_usageLayout(self) -> None:
+        """
+        The usage is Go's C{PrintDefaults} layout of the Go shim's flags.
+        """
+        text = launcher.usage("/x/shim")
+        self.assertTrue(text.startswith("Usage of /x/shim:\n  -address string\n"))
+        self.assertIn("  -v\tshow the shim version and exit\n", text)
+        self.assertIn('(used for publishing events) (default "containerd")\n', text)
+
+    def test_invalidNamespace(self) -> None:
+        """
+        A namespace that is not a containerd identifier exits 1 with the Go
+        shim's C{namespace validation} message, for every action, before
+        anything touches a path.
+        """
+        for action in ("start", "delete"):
+            self.stderr.seek(0)
+            self.stderr.truncate()
+            self.assertEqual(
+                launcher.main(["-namespace", "../x", "-id", "c1", action]), 1
+            )
+            self.assertEqual(
+                self.stderr.getvalue(),
+                f'{RUNTIME_NAME}: namespace validation: identifier "../x" must '
+                "match ^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$: invalid argument\n",
+            )
+        self.assertEqual(self.output(), b"")
+
+    def test_invalidId(self) -> None:
+        """
+        An id that is not a containerd identifier exits 1 too.
+        """
+        self.assertEqual(launcher.main(["-namespace", "n", "-id", "a/b", "start"]), 1)
+        self.assertIn('id validation: identifier "a/b" must', self.stderr.getvalue())
+
     def chdir(self, path: str) -> None:
         previous = os.getcwd()
         os.chdir(path)
@@ -1147,9 +1252,11 @@ report["socketName"] = listener.getsockname()
 listener.detach()
 devnull = os.stat(os.devnull)
 report["stdio"] = [os.path.samestat(os.fstat(fd), devnull) for fd in (0, 1, 2)]
+report["readyFd"] = os.environ.get("SHIMD_READY_FD")
 here = os.path.dirname(os.path.abspath(__file__))
 with open(os.path.join(here, "daemon.json"), "w") as f:
     json.dump(report, f)
+os.write(4, b"ready\\n")
 """
 
 
@@ -1267,6 +1374,7 @@ class LightweightTests(SynchronousTestCase):
                 "unix": True,
                 "socketName": path,
                 "stdio": [True, True, True],
+                "readyFd": "4",
             },
         )
         self.assertEqual(stat.S_IMODE(os.stat(path).st_mode), 0o600)
