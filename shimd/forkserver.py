@@ -60,7 +60,10 @@ GO = b"g"
 _LENGTH = struct.Struct(">I")
 _CREDENTIALS = struct.Struct("3i")
 PR_GET_SECUREBITS = 27
-SIGCHLD_BIT = 1 << (signal.SIGCHLD - 1)
+# Signals whose disposition is not the caller's: SIGCHLD, which a fork
+# server ignores (each daemon restores it), and the two glibc keeps for
+# itself (32 and 33, below SIGRTMIN), which its posix_spawn leaves ignored.
+_OWN_SIGNALS = (1 << (signal.SIGCHLD - 1)) | (1 << 31) | (1 << 32)
 
 # What /proc/self/status says of a process that a child inherits.
 _INHERITED_STATUS = (
@@ -203,9 +206,7 @@ def contextDescription(environ: Mapping[str, str] = os.environ) -> bytes:
         if field in _INHERITED_STATUS:
             parts.append(line)
         elif field == b"SigIgn":
-            # A fork server ignores SIGCHLD to have its children reaped; each
-            # daemon restores the default.
-            ignored = int(content.strip(), 16) & ~SIGCHLD_BIT
+            ignored = int(content.strip(), 16) & ~_OWN_SIGNALS
             parts.append(b"SigIgn:%x" % ignored)
     root = os.stat("/")
     parts.append(f"root {root.st_dev} {root.st_ino}".encode())

@@ -97,6 +97,11 @@ class PrivateContainerd:
     """
 
     def __init__(self, baseDir: str | None = None) -> None:
+        """
+        @ivar wrapper: a command that runs containerd's command line after
+            setting up its process context (it must C{exec} it, so that
+            L{process} is containerd itself).
+        """
         if baseDir is None:
             baseDir = tempfile.mkdtemp(prefix="shimd-e2e-", dir="/tmp")
         self.baseDir = baseDir
@@ -107,6 +112,7 @@ class PrivateContainerd:
         self.configPath = os.path.join(baseDir, "config.toml")
         self.logPath = os.path.join(baseDir, "containerd.log")
         self.process: subprocess.Popen[bytes] | None = None
+        self.wrapper: list[str] = []
 
     def writeConfig(self) -> None:
         """
@@ -142,7 +148,7 @@ class PrivateContainerd:
         self.writeConfig()
         with open(self.logPath, "ab") as logFile:
             self.process = subprocess.Popen(
-                ["containerd", "--config", self.configPath],
+                [*self.wrapper, "containerd", "--config", self.configPath],
                 stdin=subprocess.DEVNULL,
                 stdout=logFile,
                 stderr=subprocess.STDOUT,
