@@ -27,6 +27,8 @@ LOG_FIFO = "log"
 READY_VARIABLE = "SHIMD_READY_FD"
 READY_FD = 4
 READY = b"ready"
+# Set by C{start} when it spawned the daemon without the fork server:
+# C{LEVEL REASON}, which the daemon logs.
 COLD_VARIABLE = "SHIMD_SPAWNED_COLD"
 PROCESS_NAME = b"containerd-shim"
 PR_SET_NAME = 15
@@ -116,7 +118,7 @@ def run(
     argv: Sequence[str],
     logPath: str | None = None,
     started: Callable[[], None] = lambda: None,
-    warning: str = "",
+    notice: tuple[str, str] | None = None,
 ) -> int:
     """
     Run the shim service until it stops.
@@ -124,7 +126,8 @@ def run(
     @param argv: C{twistd shim} options.
     @param logPath: the log fifo to log to, or L{None} for stderr as it is.
     @param started: called once the service serves.
-    @param warning: logged once logging is set up, if not empty.
+    @param notice: a level (C{"info"} or C{"warn"}) and a message to log once
+        logging is set up.
     @return: the exit status.
     """
     if logPath is not None:
@@ -171,8 +174,9 @@ def run(
     )
     faulthandler.register(signal.SIGUSR1, all_threads=True)
     log = Logger(namespace="shimd.daemon")
-    if warning:
-        log.warn("{warning}", warning=warning)
+    if notice is not None:
+        noticeLevel, message = notice
+        log.emit(LogLevel.levelWithName(noticeLevel), "{message}", message=message)
     service = makeService(options, reactor)
     failed = []
 
@@ -200,8 +204,10 @@ def runFromLauncher(flags: Flags) -> int:
     spawned it without the fork server, it logs why.
     """
     report = StartupReport.fromEnvironment(os.environ)
-    cold = os.environ.pop(COLD_VARIABLE, "")
-    warning = f"fork server not used: {cold}" if cold else ""
+    level, _, reason = os.environ.pop(COLD_VARIABLE, "").partition(" ")
+    if level not in ("info", "warn"):
+        level = "warn"
+    coldReason = (level, f"fork server not used: {reason}") if reason else None
     argv = ["--namespace", flags.namespace, "--id", flags.id]
     argv += ["--address", flags.address]
     if flags.socket:
@@ -213,7 +219,7 @@ def runFromLauncher(flags: Flags) -> int:
     if flags.debug:
         argv.append("--debug")
     try:
-        status = run(argv, LOG_FIFO, report.ready, warning)
+        status = run(argv, LOG_FIFO, report.ready, coldReason)
     except StartupError as e:
         report.failed(str(e))
         print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)

@@ -541,23 +541,23 @@ def launchDaemon(
 ) -> Daemon:
     """
     Have the fork server fork the daemon or, when that fails for any
-    reason, spawn it; the daemon logs the reason.
+    reason, spawn it; the daemon logs the reason (L{COLD_VARIABLE
+    <shimd.daemon.COLD_VARIABLE>}).
     """
     from shimd import forkserver
     from shimd.daemon import COLD_VARIABLE
 
-    reason = ""
     if forkserver.enabled(environ):
         try:
             forked = forkserver.forkDaemon(
                 arguments, bundle, environ, listener.fileno()
             )
         except forkserver.ForkServerError as e:
-            reason = str(e)
+            # No server yet is the usual first start; anything else is not.
+            level = "info" if type(e) is forkserver.ForkServerUnavailable else "warn"
+            environ = {**environ, COLD_VARIABLE: f"{level} {e}"}
         else:
             return Daemon(forked.pid, forked.proc, forked.status.detach())
-    if reason:
-        environ = {**environ, COLD_VARIABLE: reason}
     return spawnDaemon(daemonCommand(arguments), listener, environ)
 
 

@@ -27,9 +27,10 @@ from twisted.internet import reactor
 from twisted.internet.defer import inlineCallbacks
 from twisted.internet.error import ConnectError
 from twisted.internet.task import deferLater
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from shimd import RUNTIME_NAME
+from shimd.daemon import StartupReport
 from shimd.protos import task_pb2
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.status import ConnectionClosed
@@ -154,6 +155,34 @@ def connectWhenListening(path: str) -> Any:
         else:
             return protocol
     raise AssertionError(f"nothing listens on {path}")
+
+
+class StartupReportTests(SynchronousTestCase):
+    """
+    L{StartupReport} tells C{start} once whether the daemon serves.
+    """
+
+    def test_fromEnvironment(self) -> None:
+        """
+        The descriptor's variable is taken out of the environment, so that
+        nothing the daemon runs inherits it.
+        """
+        environ = {"SHIMD_READY_FD": "7", "A": "b"}
+        self.assertEqual(StartupReport.fromEnvironment(environ).fd, 7)
+        self.assertEqual(environ, {"A": "b"})
+        self.assertIsNone(StartupReport.fromEnvironment({}).fd)
+
+    def test_reportsOnce(self) -> None:
+        """
+        The first report is written and the descriptor closed; later ones
+        are ignored.
+        """
+        readEnd, writeEnd = os.pipe()
+        report = StartupReport(writeEnd)
+        report.failed("no log\nfifo")
+        report.ready()
+        with os.fdopen(readEnd, "rb") as f:
+            self.assertEqual(f.read(), b"error no log fifo\n")
 
 
 class DaemonTestCase(TestCase):
@@ -331,6 +360,50 @@ class LaunchedDaemonTests(DaemonTestCase):
         [daemon] = listeningHolders(self.path)
         self.daemons.add(daemon)
         self.assertEqual(os.getsid(daemon), daemon)
+
+    def test_startupReportAndNotice(self) -> None:
+        """
+        A daemon started with C{SHIMD_READY_FD} writes C{ready} there once
+        it serves and closes it; with C{SHIMD_SPAWNED_COLD} it logs the
+        reason at the level given.
+        """
+        from shimd import launcher
+
+        listener = launcher.listen(self.address)
+        assert listener is not None
+        readEnd, writeEnd = os.pipe()
+        environment = dict(os.environ)
+        environment["TTRPC_ADDRESS"] = os.path.join(self.directory, "none.ttrpc")
+        environment["SHIMD_READY_FD"] = "4"
+        environment["SHIMD_SPAWNED_COLD"] = "warn the fork server is away"
+        listening = listener.fileno()
+
+        def inherit() -> None:
+            os.dup2(listening, 3)
+            os.dup2(writeEnd, 4)
+            os.close(listening)
+            os.close(writeEnd)
+
+        command = [sys.executable, "-m", "shimd.launcher", "-namespace", NAMESPACE]
+        daemon = subprocess.Popen(
+            [*command, "-id", ID, "-address", self.containerd],
+            cwd=self.bundle,
+            env=environment,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            pass_fds=(3, 4, listening, writeEnd),
+            preexec_fn=inherit,
+        )
+        self.daemons.add(daemon.pid)
+        listener.close()
+        os.close(writeEnd)
+        with os.fdopen(readEnd, "rb") as status:
+            self.assertEqual(status.read(), b"ready\n")
+        self.assertIn(
+            'level=warning msg="fork server not used: the fork server is away"',
+            self.readLog(),
+        )
 
     def test_ctrState(self) -> None:
         """
