@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 
 from twisted.trial.unittest import SkipTest, TestCase
@@ -133,10 +134,15 @@ class ForkServerIsolationTests(TestCase):
 
     def forkServers(self) -> dict[int, str]:
         """
-        The fork servers of this shimd, by pid, with their mount namespaces.
+        The fork servers of the shimd under test (run by the interpreter
+        its binary names), by pid, with their mount namespaces.
         """
+        with open(SHIMD.runtimeArgument, "rb") as f:
+            interpreter = f.readline().removeprefix(b"#!").strip().decode()
         found = {}
         for pid in host.processesMatching(FORK_SERVER_MODULE):
+            if interpreter.startswith("/") and host.arguments(pid)[:1] != [interpreter]:
+                continue
             try:
                 found[pid] = os.readlink(f"/proc/{pid}/ns/mnt")
             except OSError:
@@ -268,3 +274,27 @@ class ForkServerIsolationTests(TestCase):
         )
         for shim in sharedShims:
             self.assertTrue(host.isAlive(shim))
+
+    def test_stoppedServer(self) -> None:
+        """
+        With the fork server stopped (C{kill -STOP}), C{ctr run} still
+        succeeds: C{start} gives up on the server within a bounded time,
+        kills it, spawns the daemon itself, and the daemon logs why.
+        """
+        shared = sharedContainerd()
+        namespace = self.namespaceIn(shared, True)
+        _, forked = self.runTwice(shared, namespace, "s")
+        server = parentOf(forked)
+        self.assertIn(server, self.forkServers())
+        offset = shared.logOffset()
+        os.kill(server, signal.SIGSTOP)
+        try:
+            shim = self.runShim(shared, namespace, "s3")
+        finally:
+            if host.isAlive(server):
+                os.kill(server, signal.SIGCONT)
+        self.assertNotEqual(parentOf(shim), server)
+        waitUntil(
+            lambda: not host.isAlive(server), 30, "the stopped server to be killed"
+        )
+        self.assertIn("fork server not used: ", shared.log(since=offset))
