@@ -491,6 +491,21 @@ class Daemon:
         os.close(self.status)
 
 
+def _above(fd: int, lowest: int) -> int:
+    """
+    A duplicate of C{fd} numbered above C{lowest} (C{fd} itself if it is),
+    so that C{posix_spawn}'s C{dup2} onto the numbers up to C{lowest} cannot
+    overwrite it; C{fd} is closed if duplicated.
+    """
+    replaced = []
+    while fd <= lowest:
+        replaced.append(fd)
+        fd = os.dup(fd)
+    for old in replaced:
+        os.close(old)
+    return fd
+
+
 def spawnDaemon(
     command: list[str], listener: _socket.socket, environ: Mapping[str, str]
 ) -> Daemon:
@@ -501,12 +516,9 @@ def spawnDaemon(
     """
     from shimd.daemon import READY_FD, READY_VARIABLE
 
-    inherited = os.dup(listener.fileno())
-    while inherited in (LISTEN_FD, READY_FD):
-        inherited = os.dup(listener.fileno())
+    inherited = _above(os.dup(listener.fileno()), READY_FD)
     statusRead, statusWrite = os.pipe()
-    while statusWrite in (LISTEN_FD, READY_FD):
-        statusWrite = os.dup(statusWrite)
+    statusWrite = _above(statusWrite, READY_FD)
     devnull = os.devnull
     try:
         pid = os.posix_spawn(

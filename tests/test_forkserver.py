@@ -666,6 +666,34 @@ class FallbackTests(SynchronousTestCase):
         address = launcher.socketAddress("/c.sock", "fbns", "nolog", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
 
+    def test_daemonExitsSilently(self) -> None:
+        """
+        A daemon that exits without a word fails C{start} at once (its
+        status pipe closes), leaving neither the socket nor the address.
+        """
+        self.patch(os, "environ", dict(os.environ, SHIMD_FORKSERVER="0"))
+        self.patch(
+            launcher, "daemonCommand", lambda arguments: [sys.executable, "-c", ""]
+        )
+        bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
+        FilePath(bundle).child("config.json").setContent(b"{}")
+        flags = launcher.parseFlags(
+            ["-namespace", "fbns", "-address", "/c.sock", "-id", "quiet", "start"]
+        )
+        chdir(self, bundle)
+        error = self.assertRaises(
+            launcher.LaunchError,
+            launcher.start,
+            flags,
+            b"",
+            bundle,
+            socketDir=self.directory,
+        )
+        self.assertEqual(str(error), "start shim daemon: it exited")
+        self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
+        address = launcher.socketAddress("/c.sock", "fbns", "quiet", self.directory)
+        self.assertFalse(os.path.exists(address.removeprefix("unix://")))
+
 
 def makeLogFifo(case: SynchronousTestCase, bundle: str) -> None:
     """
