@@ -298,3 +298,50 @@ class ForkServerIsolationTests(TestCase):
             lambda: not host.isAlive(server), 30, "the stopped server to be killed"
         )
         self.assertIn("fork server not used: ", shared.log(since=offset))
+
+    def test_shimCgroup(self) -> None:
+        """
+        The runc option C{ShimCgroup} (here through C{ctr run
+        --runtime-config-path}, a C{runtimeoptions.v1.Options}) moves the
+        daemon, forked or spawned, into that cgroup in every hierarchy that
+        has it, as the Go shim does.
+        """
+        name = f"shimd-e2e-shimcg-{os.getpid()}"
+        directories = ownCgroupDirectories(name)
+        self.addCleanup(self.removeCgroups, directories)
+        config = os.path.join(self.mktemp())
+        with open(config, "w") as f:
+            f.write(f'ShimCgroup = "/{name}"\n')
+        shared = sharedContainerd()
+        namespace = self.namespaceIn(shared, True)
+        shims = []
+        for id in ("g1", "g2"):
+            result = shared.ctr(
+                "run",
+                "-d",
+                "--runtime",
+                SHIMD.runtimeArgument,
+                "--runtime-config-path",
+                os.path.abspath(config),
+                "--rootfs",
+                busyboxRootfs(),
+                id,
+                "/bin/sleep",
+                "600",
+                namespace=namespace,
+            )
+            self.assertEqual(result.code, 0, result.err)
+            bundle = shared.bundlePath(namespace, id)
+            shims.append(
+                waitUntil(
+                    lambda bundle=bundle: (host.processesWorkingIn(bundle) or [None])[
+                        0
+                    ],
+                    60,
+                    f"the shim of {id}",
+                )
+            )
+        for shim in shims:
+            for directory in directories:
+                with open(os.path.join(directory, "cgroup.procs")) as f:
+                    self.assertIn(str(shim), f.read().split(), directory)
