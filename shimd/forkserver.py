@@ -590,17 +590,24 @@ def forkDaemon(
         caller spawns the daemon itself.
     """
     directory = SOCKET_DIR if socketDir is None else socketDir
-    checkDirectory(directory)
-    context = contextFingerprint()
-    path = socketPath(directory, context)
     try:
-        return requestDaemon(path, argv, cwd, environ, listener, context)
-    except ForkServerBroken as e:
-        replaceServer(path, e)
+        checkDirectory(directory)
+        context = contextFingerprint()
+        path = socketPath(directory, context)
+        try:
+            return requestDaemon(path, argv, cwd, environ, listener, context)
+        except ForkServerBroken as e:
+            replaceServer(path, e)
+            raise
+        except ForkServerUnavailable:
+            spawnServer(path)
+            raise
+    except ForkServerError:
         raise
-    except ForkServerUnavailable:
-        spawnServer(path)
-        raise
+    except Exception as e:
+        # Whatever else fails (reading /proc, starting a server) must not
+        # fail start either.
+        raise ForkServerError(f"fork server: {e}") from e
 
 
 def preload() -> None:

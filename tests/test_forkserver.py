@@ -666,6 +666,21 @@ class FallbackTests(SynchronousTestCase):
         address = launcher.socketAddress("/c.sock", "fbns", "nolog", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
 
+    def test_unexpectedFailure(self) -> None:
+        """
+        Any other failure on the way to the server (here, reading this
+        process's context) is a reason to spawn the daemon, not an error.
+        """
+
+        def broken(environ: object = None) -> str:
+            raise OSError(5, "Input/output error")
+
+        self.patch(forkserver, "contextFingerprint", broken)
+        error = self.assertRaises(
+            forkserver.ForkServerError, forkserver.forkDaemon, [], "/", {}, 0
+        )
+        self.assertEqual(str(error), "fork server: [Errno 5] Input/output error")
+
     def test_daemonExitsSilently(self) -> None:
         """
         A daemon that exits without a word fails C{start} at once (its
