@@ -14,8 +14,9 @@ import errno
 import faulthandler
 import os
 import signal
+import stat
 import sys
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
 from shimd import RUNTIME_NAME
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
     from shimd.launcher import Flags
 
 LOG_FIFO = "log"
+LISTEN_FD = 3
 READY_VARIABLE = "SHIMD_READY_FD"
 READY_FD = 4
 READY = b"ready"
@@ -67,18 +69,16 @@ def openLog(path: str) -> int:
     return 2
 
 
-class StartupError(Exception):
-    """
-    The daemon cannot start; the message says why.
-    """
-
-
 class StartupReport:
     """
     The channel on which a daemon tells C{start} whether it came up: a
     descriptor named by C{$SHIMD_READY_FD}, which gets C{ready} once the
-    daemon serves, or the reason it could not, and is then closed. Without
-    the variable (a daemon run by hand), reports go nowhere.
+    daemon has what it takes from the bundle and from C{start} (its log
+    fifo, its listening socket), or the reason it has not, and is then
+    closed. What fails later is logged to containerd; the rest of the
+    daemon's start-up overlaps with containerd's handling of the address, as
+    the Go shim's does. Without the variable (a daemon run by hand), reports
+    go nowhere.
     """
 
     def __init__(self, fd: int | None) -> None:
@@ -117,7 +117,6 @@ class StartupReport:
 def run(
     argv: Sequence[str],
     logPath: str | None = None,
-    started: Callable[[], None] = lambda: None,
     notice: tuple[str, str] | None = None,
 ) -> int:
     """
@@ -125,17 +124,12 @@ def run(
 
     @param argv: C{twistd shim} options.
     @param logPath: the log fifo to log to, or L{None} for stderr as it is.
-    @param started: called once the service serves.
     @param notice: a level (C{"info"} or C{"warn"}) and a message to log once
         logging is set up.
     @return: the exit status.
     """
     if logPath is not None:
-        try:
-            openLog(logPath)
-        except OSError as e:
-            path = os.path.abspath(logPath)
-            raise StartupError(f"open log fifo {path}: {e.strerror}") from e
+        openLog(logPath)
     nameProcess(PROCESS_NAME)
     from twisted.internet import epollreactor
 
@@ -187,8 +181,6 @@ def run(
             log.failure("shim failed to start")
             failed.append(True)
             reactor.stop()
-        else:
-            started()
 
     reactor.callWhenRunning(start)
     reactor.addSystemEventTrigger("before", "shutdown", service.stopService)
@@ -218,14 +210,28 @@ def runFromLauncher(flags: Flags) -> int:
         argv += ["--bundle", flags.bundle]
     if flags.debug:
         argv.append("--debug")
-    try:
-        status = run(argv, LOG_FIFO, report.ready, coldReason)
-    except StartupError as e:
-        report.failed(str(e))
-        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
+
+    def refuse(reason: str) -> int:
+        report.failed(reason)
+        print(f"{RUNTIME_NAME}: {reason}", file=sys.stderr)
         return 1
-    except BaseException as e:
-        report.failed(f"{type(e).__name__}: {e}")
-        raise
-    report.failed(f"the shim daemon exited with status {status}")
-    return status
+
+    try:
+        openLog(LOG_FIFO)
+    except OSError as e:
+        return refuse(f"open log fifo {os.path.abspath(LOG_FIFO)}: {e.strerror}")
+    if not flags.socket and not isSocket(LISTEN_FD):
+        return refuse(f"fd {LISTEN_FD} is not the listening socket")
+    # From here on, whatever goes wrong reaches containerd's log.
+    report.ready()
+    return run(argv, notice=coldReason)
+
+
+def isSocket(fd: int) -> bool:
+    """
+    Whether C{fd} is an open socket.
+    """
+    try:
+        return stat.S_ISSOCK(os.fstat(fd).st_mode)
+    except OSError:
+        return False

@@ -408,7 +408,7 @@ class Forked:
     @ivar proc: a descriptor of its C{/proc/PID} directory, which refers to
         this process only (never to a later one with the same pid).
     @ivar status: the connection on which the daemon reports that it
-        serves (L{shimd.daemon.READY_VARIABLE}).
+        started (L{shimd.daemon.StartupReport}).
     """
 
     def __init__(self, pid: int, proc: int, status: _socket.socket) -> None:
@@ -648,7 +648,7 @@ def _becomeDaemon(
     """
     In the forked child: wait for the launcher's go-ahead (without it, exit
     without ever serving), set up the process as C{start} would have spawned
-    it, and run the daemon, which reports on C{connection} that it serves.
+    it, and run the daemon, which reports on C{connection} that it started.
 
     @return: the exit status.
     """

@@ -437,7 +437,7 @@ def daemonCommand(arguments: list[str]) -> list[str]:
 
 class Daemon:
     """
-    A daemon C{start} launched, until it reports that it serves.
+    A daemon C{start} launched, until it reports that it started.
 
     @ivar pid: its pid.
     @ivar proc: a descriptor of its C{/proc/PID} directory, which refers to
@@ -453,7 +453,7 @@ class Daemon:
     def waitReady(self, timeout: float) -> None:
         """
         Wait, at most C{timeout} seconds, for the daemon to report that it
-        serves.
+        started (it has its log fifo and its listening socket).
 
         @raise LaunchError: with its reason, when it reports a failure,
             exits first, or does not report in time.
@@ -465,7 +465,7 @@ class Daemon:
         while b"\n" not in report:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not select.select([self.status], [], [], remaining)[0]:
-                raise LaunchError(f"start shim daemon: not serving after {timeout:g} s")
+                raise LaunchError(f"start shim daemon: no report after {timeout:g} s")
             chunk = os.read(self.status, 4096)
             if not chunk:
                 break

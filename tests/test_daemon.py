@@ -361,11 +361,12 @@ class LaunchedDaemonTests(DaemonTestCase):
         self.daemons.add(daemon)
         self.assertEqual(os.getsid(daemon), daemon)
 
-    def test_startupReportAndNotice(self) -> None:
+    @inlineCallbacks
+    def test_startupReportAndNotice(self) -> Any:
         """
         A daemon started with C{SHIMD_READY_FD} writes C{ready} there once
-        it serves and closes it; with C{SHIMD_SPAWNED_COLD} it logs the
-        reason at the level given.
+        it has its log fifo and its socket, and closes it; with
+        C{SHIMD_SPAWNED_COLD} it logs the reason at the level given.
         """
         from shimd import launcher
 
@@ -400,6 +401,7 @@ class LaunchedDaemonTests(DaemonTestCase):
         os.close(writeEnd)
         with os.fdopen(readEnd, "rb") as status:
             self.assertEqual(status.read(), b"ready\n")
+        yield self.call(self.path, "Connect", task_pb2.ConnectRequest(id=ID))
         self.assertIn(
             'level=warning msg="fork server not used: the fork server is away"',
             self.readLog(),
