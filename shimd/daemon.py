@@ -20,18 +20,13 @@ from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
 from shimd import RUNTIME_NAME
+from shimd.launcher import COLD_VARIABLE, LISTEN_FD, READY_VARIABLE
 
 if TYPE_CHECKING:
     from shimd.launcher import Flags
 
 LOG_FIFO = "log"
-LISTEN_FD = 3
-READY_VARIABLE = "SHIMD_READY_FD"
-READY_FD = 4
 READY = b"ready"
-# Set by C{start} when it spawned the daemon without the fork server:
-# C{LEVEL REASON}, which the daemon logs.
-COLD_VARIABLE = "SHIMD_SPAWNED_COLD"
 PROCESS_NAME = b"containerd-shim"
 PR_SET_NAME = 15
 

@@ -39,10 +39,11 @@ launcher imports it on containerd's critical path.
 
 from __future__ import annotations
 
+# The C module under signal, which would load enum (and re) first.
+import _signal  # type: ignore[import-not-found]
 import _socket
 import array
 import os
-import signal
 import stat
 import struct
 import sys
@@ -63,7 +64,7 @@ PR_GET_SECUREBITS = 27
 # Signals whose disposition is not the caller's: SIGCHLD, which a fork
 # server ignores (each daemon restores it), and the two glibc keeps for
 # itself (32 and 33, below SIGRTMIN), which its posix_spawn leaves ignored.
-_OWN_SIGNALS = (1 << (signal.SIGCHLD - 1)) | (1 << 31) | (1 << 32)
+_OWN_SIGNALS = (1 << (_signal.SIGCHLD - 1)) | (1 << 31) | (1 << 32)
 
 # What /proc/self/status says of a process that a child inherits.
 _INHERITED_STATUS = (
@@ -545,7 +546,7 @@ def replaceServer(path: str, broken: ForkServerBroken) -> None:
         import select
 
         try:
-            signal.pidfd_send_signal(broken.pidfd, signal.SIGKILL)
+            _signal.pidfd_send_signal(broken.pidfd, _signal.SIGKILL)
             select.select([broken.pidfd], [], [], REPLY_TIMEOUT)
         except OSError:
             pass
@@ -654,15 +655,15 @@ def _becomeDaemon(
     """
     for sock in closing:
         sock.close()
-    signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
     connection.settimeout(2 * REPLY_TIMEOUT)
     try:
         if connection.recv(1) != GO:
             return 0
     except OSError:
         return 0
-    from shimd.daemon import READY_FD, READY_VARIABLE, runFromLauncher
-    from shimd.launcher import LISTEN_FD, parseFlags
+    from shimd.daemon import runFromLauncher
+    from shimd.launcher import LISTEN_FD, READY_FD, READY_VARIABLE, parseFlags
 
     os.setsid()
     os.chdir(request.cwd)
@@ -734,7 +735,7 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     if bound is None:
         return
     server = socket.socket(fileno=bound.detach())
-    signal.signal(signal.SIGCHLD, signal.SIG_IGN)
+    _signal.signal(_signal.SIGCHLD, _signal.SIG_IGN)
     server.settimeout(idleTimeout)
     try:
         while True:

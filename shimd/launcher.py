@@ -47,6 +47,13 @@ SOCKET_MODE = 0o600
 SIGKILL_STATUS = 128 + 9
 
 READY_TIMEOUT = 30.0
+# The daemon's start-up report goes to this descriptor, named by this
+# variable (L{shimd.daemon.StartupReport}).
+READY_VARIABLE = "SHIMD_READY_FD"
+READY_FD = 4
+# Set when the daemon was spawned without the fork server: C{LEVEL REASON},
+# which the daemon logs.
+COLD_VARIABLE = "SHIMD_SPAWNED_COLD"
 IDENTIFIER_MAX_LENGTH = 76
 IDENTIFIER_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
 _IDENTIFIER_LETTERS = frozenset(
@@ -514,8 +521,6 @@ def spawnDaemon(
     write end of its status pipe as its fd 4, and C{/dev/null} as its
     stdio, so that it holds nothing of containerd's output pipe.
     """
-    from shimd.daemon import READY_FD, READY_VARIABLE
-
     inherited = _above(os.dup(listener.fileno()), READY_FD)
     statusRead, statusWrite = os.pipe()
     statusWrite = _above(statusWrite, READY_FD)
@@ -553,11 +558,9 @@ def launchDaemon(
 ) -> Daemon:
     """
     Have the fork server fork the daemon or, when that fails for any
-    reason, spawn it; the daemon logs the reason (L{COLD_VARIABLE
-    <shimd.daemon.COLD_VARIABLE>}).
+    reason, spawn it; the daemon logs the reason (L{COLD_VARIABLE}).
     """
     from shimd import forkserver
-    from shimd.daemon import COLD_VARIABLE
 
     if forkserver.enabled(environ):
         try:
