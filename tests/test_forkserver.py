@@ -413,6 +413,24 @@ class ServerTests(SynchronousTestCase):
         self.assertIn(b"error", reply)
         self.assertIsNone(self.server.poll())
 
+    def test_refusesOtherContext(self) -> None:
+        """
+        A request from another context is refused (nothing is forked), and
+        the server, no longer sure of its own, exits: the next C{start}
+        replaces it.
+        """
+        readEnd, writeEnd = os.pipe()
+        self.addCleanup(os.close, readEnd)
+        self.addCleanup(os.close, writeEnd)
+        request = forkserver.Request("another", [], "/", {})
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(self.path)
+            forkserver._sendMessage(connection, request.encode(), [writeEnd])
+            reply = connection.recv(4096)
+        self.assertEqual(reply, b"error the fork server's context changed\n")
+        self.assertEqual(self.server.wait(timeout=60), 0)
+        self.assertFalse(os.path.exists(self.path))
+
     def test_stoppedServer(self) -> None:
         """
         A stopped (wedged) server does not fail C{start}: it is killed and
