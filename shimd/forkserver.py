@@ -727,8 +727,8 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     context = contextFingerprint()
     if not path.endswith(f"-{context}.sock") or canConnect(path):
         return
-    checkDirectory(os.path.dirname(path), create=False)
     preload()
+    checkDirectory(os.path.dirname(path), create=False)
     import socket
 
     bound = listen("unix://" + path)

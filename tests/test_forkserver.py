@@ -438,7 +438,8 @@ class ServerTests(SynchronousTestCase):
         """
         self.patch(forkserver, "SOCKET_DIR", self.directory)
         self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
-        self.addCleanup(killServerAt, self.path)
+        spawned: list[str] = []
+        self.patch(forkserver, "spawnServer", spawned.append)
         os.kill(self.server.pid, signal.SIGSTOP)
         bundle = self.bundle()
         FilePath(bundle).child("config.json").setContent(b"{}")
@@ -453,6 +454,7 @@ class ServerTests(SynchronousTestCase):
         )
         self.assertEqual(parentOf(reply.shim_pid), os.getpid())  # type: ignore[attr-defined]
         self.assertEqual(self.server.wait(), -9)
+        self.assertEqual(spawned, [self.path])
         _call(path, "Shutdown", task_pb2.ShutdownRequest(), task_pb2.ShutdownRequest)
 
     def test_startFailsWithoutLog(self) -> None:
@@ -529,7 +531,9 @@ class FallbackTests(SynchronousTestCase):
         self.patch(forkserver, "SOCKET_DIR", self.directory)
         self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
         self.path = forkserver.socketPath(self.directory)
-        self.addCleanup(killServerAt, self.path)
+        # Servers start in the background; record them instead.
+        self.spawned: list[str] = []
+        self.patch(forkserver, "spawnServer", self.spawned.append)
 
     def fakeServer(
         self, answer: str, user: int | None = None
@@ -594,6 +598,7 @@ class FallbackTests(SynchronousTestCase):
         self.assertEqual(parentOf(pid), os.getpid())
         self.assertFalse(os.path.exists(self.record))
         self.assertIsNone(fake.poll())
+        self.assertEqual(self.spawned, [])
 
     def test_wrongPeer(self) -> None:
         """
@@ -603,6 +608,7 @@ class FallbackTests(SynchronousTestCase):
         fake = self.fakeServer("pid 1", user=65534)
         pid, _ = self.startShim("w1")
         self.assertEqual(parentOf(pid), os.getpid())
+        self.assertEqual(self.spawned, [])
         fake.kill()
         fake.wait()
         self.assertEqual(
@@ -624,6 +630,7 @@ class FallbackTests(SynchronousTestCase):
         with open("/proc/1/oom_score_adj") as f:
             self.assertEqual(f.read(), before)
         self.assertEqual(fake.wait(), -9)
+        self.assertEqual(self.spawned, [self.path])
         self.assertNotEqual(FilePath(self.record).getContent(), b"")
 
     def test_badReply(self) -> None:
@@ -635,6 +642,7 @@ class FallbackTests(SynchronousTestCase):
         pid, _ = self.startShim("b1")
         self.assertEqual(parentOf(pid), os.getpid())
         self.assertEqual(fake.wait(), -9)
+        self.assertEqual(self.spawned, [self.path])
 
     def test_silentServer(self) -> None:
         """
@@ -645,6 +653,7 @@ class FallbackTests(SynchronousTestCase):
         pid, _ = self.startShim("s1")
         self.assertEqual(parentOf(pid), os.getpid())
         self.assertEqual(fake.wait(), -9)
+        self.assertEqual(self.spawned, [self.path])
 
     def test_errorReply(self) -> None:
         """
@@ -655,6 +664,7 @@ class FallbackTests(SynchronousTestCase):
         pid, _ = self.startShim("e1")
         self.assertEqual(parentOf(pid), os.getpid())
         self.assertIsNone(fake.poll())
+        self.assertEqual(self.spawned, [self.path])
 
     def test_missingLogFifo(self) -> None:
         """
