@@ -21,8 +21,10 @@ The modes, chosen from the C{stdout} string as the Go shim does:
 A fifo the shim writes is opened for reading first, by the shim itself, so
 that opening it for writing never waits for the client and writes never
 fail while the client is away (containerd restarting): the bytes wait in the
-fifo. The stdin fifo gets a writer of the shim's own, the keep-alive that
-C{CloseIO} closes.
+fifo. Through that reader the shim also sees how much the client has yet to
+read, and so knows when a process's output has reached the client
+(L{ProcessIO.waitDrained}). The stdin fifo gets a writer of the shim's own,
+the keep-alive that C{CloseIO} closes.
 """
 
 from __future__ import annotations
@@ -351,6 +353,10 @@ class _DrainWait:
 
     def _look(self) -> None:
         self._call = None
+        if self._io.closed:
+            # Its fifo readers are closed: nothing left to measure.
+            self._check()
+            return
         progress = self._measure()
         if progress == self._progress:
             self._stillLooks += 1
