@@ -21,8 +21,10 @@ The modes, chosen from the C{stdout} string as the Go shim does:
 A fifo the shim writes is opened for reading first, by the shim itself, so
 that opening it for writing never waits for the client and writes never
 fail while the client is away (containerd restarting): the bytes wait in the
-fifo. The stdin fifo gets a writer of the shim's own, the keep-alive that
-C{CloseIO} closes.
+fifo. Through that reader the shim also sees how much the client has yet to
+read, and so knows when a process's output has reached the client
+(L{ProcessIO.waitDrained}). The stdin fifo gets a writer of the shim's own,
+the keep-alive that C{CloseIO} closes.
 """
 
 from __future__ import annotations
@@ -39,8 +41,9 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
+import attr
 from twisted.internet import abstract, fdesc, main
-from twisted.internet.defer import Deferred, DeferredList, maybeDeferred, succeed
+from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.error import ProcessExitedAlready
 from twisted.internet.interfaces import IConsumer, IFileDescriptorReceiver
 from twisted.internet.protocol import Factory, ProcessProtocol, Protocol
@@ -50,6 +53,12 @@ from zope.interface import implementer
 
 CHUNK = 64 * 1024
 CONSOLE_TIMEOUT = 30.0
+#: How long a process's output may make no progress (no byte read from the
+#: process, written to a fifo or taken from it by the client) before the
+#: shim stops waiting for it to reach its reader.
+DRAIN_IDLE = 0.08
+#: How often a wait for the output looks at its progress.
+DRAIN_TICK = 0.01
 LOGGER_READY_TIMEOUT = 30.0
 LOGGER_STOP_TIMEOUT = 12.0
 
@@ -71,6 +80,8 @@ class Reader(abstract.FileDescriptor):
     At end of input (or C{EIO}, which a pty master gives once the terminal's
     last holder is gone) it closes its descriptor and asks the consumer to
     finish, after writing what it holds.
+
+    @ivar moved: how many bytes it has read.
     """
 
     def __init__(self, reactor: Any, fd: int, consumer: Any) -> None:
@@ -80,6 +91,7 @@ class Reader(abstract.FileDescriptor):
         self._fd = fd
         self.consumer = consumer
         self.connected = True
+        self.moved = 0
         consumer.registerProducer(self, True)
         self.startReading()
 
@@ -110,6 +122,7 @@ class Reader(abstract.FileDescriptor):
             return main.CONNECTION_LOST
         if not data:
             return main.CONNECTION_DONE
+        self.moved += len(data)
         self.consumer.write(data)
         return None
 
@@ -132,6 +145,7 @@ class Writer(abstract.FileDescriptor):
 
     @ivar finished: fires once everything written has been flushed and the
         descriptor closed (or when it is lost).
+    @ivar moved: how many bytes it has written to its descriptor.
     """
 
     def __init__(self, reactor: Any, fd: int) -> None:
@@ -140,12 +154,16 @@ class Writer(abstract.FileDescriptor):
         self._fd = fd
         self.connected = True
         self.finished: Deferred[None] = Deferred()
+        self.moved = 0
 
     def fileno(self) -> int:
         return self._fd
 
     def writeSomeData(self, data: bytes) -> int | BaseException:
-        return fdesc.writeToFD(self._fd, data)
+        written = fdesc.writeToFD(self._fd, data)
+        if isinstance(written, int) and written > 0:
+            self.moved += written
+        return written
 
     def doRead(self) -> object:
         return None
@@ -244,6 +262,126 @@ def openFifoForWriting(path: str) -> tuple[int, int]:
     return writer, keep
 
 
+def unreadBytes(fd: int) -> int:
+    """
+    How many bytes wait in a pipe or fifo, asked through one of its
+    readers (C{FIONREAD}); 0 when it cannot be asked.
+    """
+    try:
+        answer = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    count: int = struct.unpack("i", answer)[0]
+    return count
+
+
+@attr.s(auto_attribs=True)
+class OutputCopy:
+    """
+    One copy of a process's output to where the client reads it.
+
+    @ivar reader: reads the process's end.
+    @ivar consumer: writes where the client reads (a fifo, a file, a pipe).
+    @ivar fifoReader: the shim's own reader of the fifo the consumer writes,
+        through which the bytes the client has yet to read are counted; or
+        L{None}. Owned by the L{ProcessIO}.
+    """
+
+    reader: Reader
+    consumer: Any
+    fifoReader: int | None = None
+
+    def unread(self) -> int:
+        """
+        How many bytes the copy has written that the client has not read.
+        """
+        if self.fifoReader is None:
+            return 0
+        return unreadBytes(self.fifoReader)
+
+    def delivered(self) -> bool:
+        """
+        Whether the process's output has all reached the client: the copy
+        finished, and the fifo read empty.
+        """
+        return bool(self.consumer.finished.called) and self.unread() == 0
+
+    def progress(self) -> tuple[int, int, int]:
+        """
+        What changes whenever a byte moves: read from the process, written
+        to the fifo, or taken from it by the client.
+        """
+        return (self.reader.moved, getattr(self.consumer, "moved", 0), self.unread())
+
+
+class _DrainWait:
+    """
+    A wait for a process's output to reach its client, given up once no
+    byte has moved for C{idle} seconds, or after C{timeout} seconds in all.
+
+    Idleness is counted in looks, one every L{DRAIN_TICK} seconds, rather
+    than read off the clock: a shim that the machine's load keeps from
+    running for a while has not seen its copies stall, and each look comes
+    after a turn of the reactor in which they could move.
+
+    @ivar done: fires with L{None} when the wait is over.
+    """
+
+    def __init__(
+        self,
+        clock: Any,
+        io: ProcessIO,
+        copies: list[OutputCopy],
+        timeout: float,
+        idle: float,
+    ) -> None:
+        self._clock = clock
+        self._io = io
+        self._copies = copies
+        self._idleLooks = max(1, round(idle / DRAIN_TICK))
+        self._stillLooks = 0
+        self._deadline = clock.seconds() + timeout
+        self._progress = self._measure()
+        self._call: Any = None
+        self.done: Deferred[None] = Deferred()
+        for copy in copies:
+            _observe(copy.consumer.finished).addCallback(lambda _: self._check())
+        self._check()
+
+    def _measure(self) -> list[tuple[int, int, int]]:
+        return [copy.progress() for copy in self._copies]
+
+    def _look(self) -> None:
+        self._call = None
+        if self._io.closed:
+            # Its fifo readers are closed: nothing left to measure.
+            self._check()
+            return
+        progress = self._measure()
+        if progress == self._progress:
+            self._stillLooks += 1
+        else:
+            self._progress = progress
+            self._stillLooks = 0
+        self._check()
+
+    def _check(self) -> None:
+        if self.done.called:
+            return
+        if self._call is not None:
+            self._call.cancel()
+            self._call = None
+        if (
+            self._io.closed
+            or all(copy.delivered() for copy in self._copies)
+            or self._stillLooks >= self._idleLooks
+            or self._clock.seconds() >= self._deadline
+        ):
+            self.done.callback(None)
+            return
+        self._call = self._clock.callLater(DRAIN_TICK, self._look)
+
+
 def openFifoForReading(path: str) -> tuple[int, int]:
     """
     Open the stdin fifo: the reader the copy uses, then the shim's
@@ -282,10 +420,10 @@ class ProcessIO:
         self._ends: list[int] = []
         self._fds: list[int] = []
         self._keepAlive: int | None = None
-        self._outputs: list[Deferred[None]] = []
+        self._copies: list[OutputCopy] = []
         self._consumers: list[Any] = []
         self._readers: list[Reader] = []
-        self._closed = False
+        self.closed = False
 
     def prepare(self) -> Deferred[None]:
         """
@@ -322,27 +460,28 @@ class ProcessIO:
         Set the terminal's window size; nothing without a terminal.
         """
 
-    def waitDrained(self, timeout: float) -> Deferred[None]:
+    def waitDrained(self, timeout: float, idle: float = DRAIN_IDLE) -> Deferred[None]:
         """
-        Wait, at most C{timeout} seconds, for the process's output to be
-        copied to its end.
+        Wait for the process's output to reach its client: every copy
+        finished and, for a fifo, read empty by the client (who may close
+        it once the exit is reported, losing what it still held). The wait
+        is given up once no byte has moved for C{idle} seconds (nobody
+        reads, or a background child holds the output open without
+        writing), and after C{timeout} seconds in all.
+
+        @return: a Deferred that fires with L{None}, never failing.
         """
-        if not self._outputs:
+        if not self._copies:
             return succeed(None)
-        # Wait on observers: the timeout cancels them, never the copies' own
-        # Deferreds (which would be left failed with nobody to handle it).
-        observers = [_observe(output) for output in self._outputs]
-        done: Deferred[Any] = DeferredList(observers, consumeErrors=True)
-        done.addTimeout(timeout, self.reactor, lambda result, timeout: None)
-        return done.addCallback(lambda _: None)
+        return _DrainWait(self.reactor, self, self._copies, timeout, idle).done
 
     def close(self) -> Deferred[None]:
         """
         Stop every copy and close every descriptor.
         """
-        if self._closed:
+        if self.closed:
             return succeed(None)
-        self._closed = True
+        self.closed = True
         for reader in self._readers:
             if reader.connected:
                 reader.stopReading()
@@ -368,15 +507,19 @@ class ProcessIO:
         self._ends.append(writeEnd)
         return readEnd
 
-    def _copy(self, fd: int, consumer: Any) -> None:
+    def _copy(self, fd: int, consumer: Any, fifoReader: int | None = None) -> None:
         """
         Copy from one of our descriptors to a consumer, tracking the copy so
         that L{waitDrained} can wait for it.
+
+        @param fifoReader: our reader of the fifo the consumer writes, if
+            it writes one (see L{OutputCopy}).
         """
         if consumer not in self._consumers:
             self._consumers.append(consumer)
-        self._readers.append(Reader(self.reactor, fd, consumer))
-        self._outputs.append(consumer.finished)
+        reader = Reader(self.reactor, fd, consumer)
+        self._readers.append(reader)
+        self._copies.append(OutputCopy(reader, consumer, fifoReader))
 
 
 def _observe(deferred: Deferred[None]) -> Deferred[None]:
@@ -433,6 +576,7 @@ class PipeIO(ProcessIO):
         devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
         self._ends.append(devnull)
         self._ours: dict[int, int] = {}
+        self._fifoReaders: dict[int, int] = {}
         for number, path in ((0, stdin), (1, stdout), (2, stderr)):
             if path:
                 self._ours[number] = self._pipe(containerReads=number == 0)
@@ -465,6 +609,7 @@ class PipeIO(ProcessIO):
             if isFifo(path):
                 writer, keep = openFifoForWriting(path)
                 self._fds.append(keep)
+                self._fifoReaders[number] = keep
                 consumers[number] = Writer(self.reactor, writer)
                 # Closed by close() even if opening the next stream fails.
                 self._consumers.append(consumers[number])
@@ -494,7 +639,7 @@ class PipeIO(ProcessIO):
             raise StdioError(f"failed to open stdio: {e}") from e
         for number, consumer in consumers.items():
             self._fds.remove(self._ours[number])
-            self._copy(self._ours[number], consumer)
+            self._copy(self._ours[number], consumer, self._fifoReaders.get(number))
         if 0 in self._ours:
             pipe = self._ours[0]
             self._fds.remove(pipe)
@@ -598,9 +743,6 @@ class BinaryIO(ProcessIO):
             writer = Writer(self.reactor, self._stdinPipe)
             self._consumers.append(writer)
             self._readers.append(Reader(self.reactor, reader, writer))
-        return succeed(None)
-
-    def waitDrained(self, timeout: float) -> Deferred[None]:
         return succeed(None)
 
     def close(self) -> Deferred[None]:
@@ -771,8 +913,8 @@ class ConsoleIO(ProcessIO):
             self._console.close()
             self.master = master
             self._fds.append(master)
-            output = self._outputConsumer()
-            self._copy(os.dup(master), output)
+            output, fifoReader = self._outputConsumer()
+            self._copy(os.dup(master), output, fifoReader)
             if self.stdin:
                 reader, self._keepAlive = openFifoForReading(
                     self.stdin.removeprefix("fifo://")
@@ -787,22 +929,28 @@ class ConsoleIO(ProcessIO):
 
         return received.addCallbacks(connect, failed)
 
-    def _outputConsumer(self) -> Any:
+    def _outputConsumer(self) -> tuple[Any, int | None]:
+        """
+        Open what the terminal's output is copied to.
+
+        @return: its consumer, and our reader of it when it is a fifo.
+        """
         if self._binary is not None:
-            return Writer(self.reactor, os.dup(self._binary.outputEnd))
+            return Writer(self.reactor, os.dup(self._binary.outputEnd)), None
         scheme = urlsplit(self.stdout).scheme
         if scheme == "file":
             path = unquote(urlsplit(self.stdout).path)
             os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            return FileWriter(os.open(path, _APPEND_CREATE, 0o644))
+            return FileWriter(os.open(path, _APPEND_CREATE, 0o644)), None
         path = self.stdout.removeprefix("fifo://")
         if not path:
-            return FileWriter(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC))
+            return FileWriter(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)), None
         if isFifo(path):
             writer, keep = openFifoForWriting(path)
             self._fds.append(keep)
-            return Writer(self.reactor, writer)
-        return FileWriter(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC))
+            return Writer(self.reactor, writer), keep
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CLOEXEC
+        return FileWriter(os.open(path, flags)), None
 
     def resize(self, width: int, height: int) -> None:
         if self.master is not None:

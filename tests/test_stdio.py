@@ -33,9 +33,12 @@ from shimd.runc import reactorSpawner
 from shimd.stdio import (
     CHUNK,
     CONSOLE_TIMEOUT,
+    DRAIN_IDLE,
+    DRAIN_TICK,
     BinaryIO,
     ConsoleIO,
     NullIO,
+    OutputCopy,
     PipeIO,
     ProcessIO,
     Reader,
@@ -762,10 +765,12 @@ class PipeIOTests(RealStdioTestCase):
         os.write(containerOut, b"more")
         self.fds.close(containerOut)
         self.fds.close(containerErr)
-        await drained
-        self.assertEqual(self.clock.getDelayedCalls(), [])
         self.assertEqual(await clientOut.closed, b"to stdout\nmore")
         self.assertEqual(await clientErr.closed, b"to stderr\n")
+        # Read empty by the client: delivered, at the next look.
+        self.clock.advance(DRAIN_TICK)
+        await drained
+        self.assertEqual(self.clock.getDelayedCalls(), [])
         await io.close()
         await self.assertNoLeaks()
 
@@ -781,12 +786,37 @@ class PipeIOTests(RealStdioTestCase):
         io.closeStdin()
         self.assertEqual(await self.collect(containerIn).closed, b"")
 
-    async def test_waitDrainedTimeout(self) -> None:
+    async def test_waitDrainedUnread(self) -> None:
         """
-        A background process holding the container's stdout open does not
-        hold up L{ProcessIO.waitDrained} beyond its timeout, which fires
-        with L{None}; the output copied so far has reached the client, and
-        the abandoned wait leaves no error behind.
+        L{ProcessIO.waitDrained} waits until the client has read the fifo
+        empty, not only until the copy has written everything to it: the
+        client may close the fifo as soon as the exit is reported.
+        """
+        stdoutPath = self.fifo("stdout")
+        io = self.makePipeIO("", stdoutPath, "")
+        containerOut = self.dup(io.runcStdio[1])
+        io.spawned()
+        await io.attach()
+        client = self.openClient(stdoutPath, os.O_RDONLY)
+        os.write(containerOut, b"the tail")
+        self.fds.close(containerOut)
+        drained = io.waitDrained(2.0)
+        await self.waitUntil(
+            lambda: io._copies[0].consumer.finished.called, "the copy to finish"
+        )
+        self.clock.advance(DRAIN_TICK)
+        self.assertNoResult(drained)
+        self.assertEqual(readAll(client), b"the tail")
+        self.clock.advance(DRAIN_TICK)
+        self.assertIsNone(self.successResultOf(drained))
+
+    async def test_waitDrainedNoProgress(self) -> None:
+        """
+        A background process holding the container's stdout open, writing
+        nothing, holds up L{ProcessIO.waitDrained} for L{DRAIN_IDLE} seconds
+        only, after which it fires with L{None}; the output copied so far
+        has reached the client, and the abandoned wait leaves no error
+        behind.
         """
         clock = self.clock
         stdoutPath = self.fifo("stdout")
@@ -800,9 +830,9 @@ class PipeIOTests(RealStdioTestCase):
         self.fds.close(containerOut)
         self.assertEqual(await client.waitFor(7), b"partial")
         drained = io.waitDrained(2.0)
-        clock.advance(1.9)
+        clock.pump([DRAIN_TICK] * int(DRAIN_IDLE / DRAIN_TICK - 1))
         self.assertNoResult(drained)
-        clock.advance(0.1)
+        clock.pump([DRAIN_TICK] * 2)
         self.assertIsNone(self.successResultOf(drained))
         self.fds.close(background)
         await io.close()
@@ -972,50 +1002,181 @@ class PipeIOTests(RealStdioTestCase):
         await self.assertNoLeaks()
 
 
+class FakeReader:
+    """
+    The reading side of a copy, as L{OutputCopy} sees it.
+    """
+
+    def __init__(self) -> None:
+        self.moved = 0
+
+
+class FakeConsumer:
+    """
+    The writing side of a copy, as L{OutputCopy} sees it.
+    """
+
+    def __init__(self) -> None:
+        self.moved = 0
+        self.finished: Deferred[None] = Deferred()
+
+
 class WaitDrainedTests(SynchronousTestCase):
     """
-    L{ProcessIO.waitDrained} on its own, with a L{Clock}.
+    L{ProcessIO.waitDrained} on its own, with a L{Clock}, fake copies, and
+    a real pipe standing for a client's fifo.
     """
+
+    def setUp(self) -> None:
+        self.clock = Clock()
+        self.io = ProcessIO(self.clock, "", "", "")
+        self.fds = Descriptors()
+        self.addCleanup(self.fds.closeAll)
+
+    def addCopy(self, fifo: bool = False) -> tuple[FakeReader, FakeConsumer, int]:
+        """
+        Give the process an output copy.
+
+        @return: its reader, its consumer and (with C{fifo}) the write end
+            of the pipe whose read end is the shim's reader of the fifo,
+            else -1.
+        """
+        reader, consumer = FakeReader(), FakeConsumer()
+        fifoReader, writeEnd = None, -1
+        if fifo:
+            readEnd, writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+            fifoReader = self.fds.track(readEnd)
+            self.fds.track(writeEnd)
+        copy = OutputCopy(reader, consumer, fifoReader)  # type: ignore[arg-type]
+        self.io._copies.append(copy)
+        return reader, consumer, writeEnd
 
     def test_nothingToDrain(self) -> None:
         """
         Without copies, it fires at once.
         """
-        clock = Clock()
-        io = ProcessIO(clock, "", "", "")
-        self.assertIsNone(self.successResultOf(io.waitDrained(1.0)))
+        self.assertIsNone(self.successResultOf(self.io.waitDrained(1.0)))
 
-    def test_drained(self) -> None:
+    def test_finished(self) -> None:
         """
-        It fires once every output copy has finished, not before, and
-        cancels its timeout.
+        It fires as soon as every copy to a file or pipe has finished, not
+        before, and leaves no call behind.
         """
-        clock = Clock()
-        io = ProcessIO(clock, "", "", "")
-        outputs: list[Deferred[None]] = [Deferred(), Deferred()]
-        io._outputs.extend(outputs)
-        drained = io.waitDrained(2.0)
-        outputs[0].callback(None)
+        copies = [self.addCopy(), self.addCopy()]
+        drained = self.io.waitDrained(2.0)
+        copies[0][1].finished.callback(None)
         self.assertNoResult(drained)
-        outputs[1].callback(None)
+        copies[1][1].finished.callback(None)
         self.assertIsNone(self.successResultOf(drained))
-        self.assertEqual(clock.getDelayedCalls(), [])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
-    def test_timeout(self) -> None:
+    def test_fifoReadEmpty(self) -> None:
         """
-        After its timeout it fires with L{None}, leaving the copies' own
-        Deferreds alone: they fire later, without error.
+        A copy to a fifo has delivered once it has finished and the client
+        has read the fifo empty: while the client reads, the wait goes on
+        however long it takes (below the bound); it ends on the tick after
+        the last byte was read.
         """
-        clock = Clock()
-        io = ProcessIO(clock, "", "", "")
-        output: Deferred[None] = Deferred()
-        io._outputs.append(output)
-        drained = io.waitDrained(2.0)
-        clock.advance(2.0)
+        _, consumer, shimEnd = self.addCopy(fifo=True)
+        os.write(shimEnd, b"x" * 1000)
+        consumer.moved = 1000
+        consumer.finished.callback(None)
+        drained = self.io.waitDrained(2.0)
+        readEnd = self.io._copies[0].fifoReader
+        assert readEnd is not None
+        for _ in range(50):
+            os.read(readEnd, 10)
+            self.clock.advance(DRAIN_TICK)
+        self.assertNoResult(drained)
+        os.read(readEnd, 1000)
+        self.clock.advance(DRAIN_TICK)
         self.assertIsNone(self.successResultOf(drained))
-        self.assertNoResult(output)
-        output.callback(None)
-        self.assertIsNone(self.successResultOf(output))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_noProgress(self) -> None:
+        """
+        When nothing moves (nobody reads the fifo, which stays full, so the
+        copy cannot finish), it gives up L{DRAIN_IDLE} seconds after it
+        began: within 0.1 s of the exit.
+        """
+        _, consumer, shimEnd = self.addCopy(fifo=True)
+        os.write(shimEnd, b"never read")
+        drained = self.io.waitDrained(2.0)
+        self.clock.pump([DRAIN_TICK] * int(DRAIN_IDLE / DRAIN_TICK - 1))
+        self.assertNoResult(drained)
+        self.clock.pump([DRAIN_TICK] * 2)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertLessEqual(self.clock.seconds(), 0.1)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        self.assertNoResult(consumer.finished)
+
+    def test_progressHolds(self) -> None:
+        """
+        Bytes still read from the process, or written to the fifo, hold the
+        wait; once they stop, it ends L{DRAIN_IDLE} seconds later.
+        """
+        reader, consumer, _ = self.addCopy(fifo=True)
+        drained = self.io.waitDrained(2.0)
+        for step in range(100):
+            if step % 2:
+                reader.moved += 100
+            else:
+                consumer.moved += 100
+            self.clock.advance(DRAIN_TICK)
+        self.assertNoResult(drained)
+        stopped = self.clock.seconds()
+        firedAt: list[float] = []
+        drained.addCallback(lambda _: firedAt.append(self.clock.seconds()))
+        self.clock.pump([DRAIN_TICK] * int(DRAIN_IDLE / DRAIN_TICK + 3))
+        [fired] = firedAt
+        self.assertGreaterEqual(fired - stopped, DRAIN_IDLE - DRAIN_TICK / 2)
+        self.assertLess(fired - stopped, DRAIN_IDLE + 1.5 * DRAIN_TICK)
+
+    def test_starvedShim(self) -> None:
+        """
+        A shim kept from running for longer than L{DRAIN_IDLE} (a loaded
+        machine) has not seen its copies stall: the late look counts as
+        one, and the wait goes on until enough looks in a row saw nothing
+        move.
+        """
+        reader, _, _ = self.addCopy()
+        drained = self.io.waitDrained(5.0)
+        self.clock.advance(1.0)
+        self.assertNoResult(drained)
+        reader.moved += 1
+        self.clock.pump([DRAIN_TICK] * int(DRAIN_IDLE / DRAIN_TICK))
+        self.assertNoResult(drained)
+        self.clock.pump([DRAIN_TICK] * 2)
+        self.assertIsNone(self.successResultOf(drained))
+
+    def test_bound(self) -> None:
+        """
+        A copy that keeps moving (a background child writing on) holds the
+        wait for C{timeout} seconds at most; the copy's own Deferred is left
+        alone and fires later, without error.
+        """
+        reader, consumer, _ = self.addCopy()
+        drained = self.io.waitDrained(2.0)
+        while self.clock.seconds() < 2.0 - DRAIN_TICK / 2:
+            self.assertNoResult(drained)
+            reader.moved += 1
+            self.clock.advance(DRAIN_TICK)
+        self.clock.advance(DRAIN_TICK)
+        self.assertIsNone(self.successResultOf(drained))
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+        consumer.finished.callback(None)
+        self.assertIsNone(self.successResultOf(consumer.finished))
+
+    def test_closed(self) -> None:
+        """
+        Closing the stdio ends the wait on the next look.
+        """
+        reader, _, _ = self.addCopy()
+        drained = self.io.waitDrained(2.0)
+        reader.moved += 1
+        self.io.close()
+        self.clock.advance(DRAIN_TICK)
+        self.assertIsNone(self.successResultOf(drained))
 
 
 class BinaryIOTests(RealStdioTestCase):
@@ -1191,6 +1352,54 @@ class ConsoleIOTests(RealStdioTestCase):
         self.fds.close(slave)
         self.assertEqual(await clientOut.closed, b"on the terminal")
         self.fds.close(clientIn)
+        await io.close()
+        await self.assertNoLeaks()
+
+    async def test_drainedOnceRead(self) -> None:
+        """
+        A terminal's output is drained once the process has closed the
+        terminal (the master reads C{EIO}), the copy has written all of it
+        to the stdout fifo, and the client has read the fifo empty; not
+        before, however long the copy takes.
+        """
+        stdoutPath = self.fifo("stdout")
+        io = ConsoleIO(self.clocked, "", stdoutPath, "")
+        assert io.consoleSocket is not None
+        io.spawned()
+        attached = io.attach()
+        master, slave = self.sendMaster(io.consoleSocket)
+        await attached
+        self.fds.close(master)
+        client = self.openClient(stdoutPath, os.O_RDONLY)
+        drained = io.waitDrained(2.0)
+        # More than the fifo holds, written as the terminal takes it.
+        size = 96 * 1024
+        tail = memoryview(Pattern()(size))
+        os.set_blocking(slave, False)
+        while tail:
+            try:
+                tail = tail[os.write(slave, tail[:4096]) :]
+            except BlockingIOError:
+                pass
+            await deferLater(self.reactor, POLL, lambda: None)
+        self.fds.close(slave)
+        # The client reads slowly, a look of the wait between its reads.
+        received = 0
+        while received < size - 1024:
+            self.assertNoResult(drained)
+            self.clock.advance(DRAIN_TICK)
+            await deferLater(self.reactor, POLL, lambda: None)
+            try:
+                received += len(os.read(client, 1024))
+            except BlockingIOError:
+                pass
+        self.assertTrue(io._copies[0].consumer.finished.called)
+        self.clock.advance(DRAIN_TICK)
+        self.assertNoResult(drained)
+        self.assertEqual(len(readAll(client)), size - received)
+        self.clock.advance(DRAIN_TICK)
+        self.assertIsNone(self.successResultOf(drained))
+        self.fds.close(client)
         await io.close()
         await self.assertNoLeaks()
 

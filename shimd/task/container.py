@@ -506,11 +506,14 @@ class Container:
         A process of this container has been reaped.
 
         Its exit is recorded (releasing C{Wait}) and published once its
-        output has been copied to the end, or after L{DRAIN_TIMEOUT} seconds
-        at most: containerd's client closes its fifos as soon as C{Wait}
-        returns, and would lose what the copy still held. (The Go shim's
-        copy runs beside its exit handling and mostly wins that race; the
-        reactor must not leave it to chance.)
+        output has reached the client: copied to the end and read out of
+        the fifos, since containerd's client closes its fifos as soon as
+        C{Wait} returns and would lose what the copy or the fifo still
+        held. (The Go shim reports the exit at once and copies beside it,
+        and loses that race now and then.) The wait is given up as soon as
+        the output makes no progress for L{shimd.stdio.DRAIN_IDLE} seconds (nobody
+        reads it: the exit is then reported within about 0.1 s of the
+        reaping), and after L{DRAIN_TIMEOUT} seconds in all.
         """
         if process.state is State.DELETED:
             return

@@ -238,3 +238,57 @@ class PrivateContainerdMixin(_Base):
         containerd.start()
         self.addCleanup(containerd.destroy)
         return containerd
+
+
+class AttachedReader:
+    """
+    A client's reading of a process's output fifos, as containerd's Go
+    client (C{cio}) does it: each fifo made and opened for reading before
+    the process starts, and read 32 KiB at a time by a thread of its own;
+    L{close} stops the threads and closes the fifos at once, losing
+    whatever they held, as the client does once C{Wait} has returned.
+    """
+
+    def __init__(self, paths: list[str]) -> None:
+        self._stopped = threading.Event()
+        self._data = [bytearray() for _ in paths]
+        self._fds = []
+        for path in paths:
+            os.mkfifo(path, 0o600)
+            self._fds.append(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC))
+        self._threads = [
+            threading.Thread(target=self._run, args=(fd, data), daemon=True)
+            for fd, data in zip(self._fds, self._data, strict=True)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, fd: int, data: bytearray) -> None:
+        while not self._stopped.is_set():
+            ready, _, _ = select.select([fd], [], [], 0.05)
+            if not ready or self._stopped.is_set():
+                continue
+            try:
+                chunk = os.read(fd, 32 * 1024)
+            except BlockingIOError:
+                continue
+            if not chunk:
+                # No writer yet (or any more): wait for one, as the
+                # client's fifo stays open until it closes it.
+                self._stopped.wait(0.01)
+                continue
+            data += chunk
+
+    def close(self) -> bytes:
+        """
+        Stop reading, close the fifos, and forget what they still held.
+
+        @return: everything read from all of them, in the order given.
+        """
+        self._stopped.set()
+        for thread in self._threads:
+            thread.join(10)
+        for fd in self._fds:
+            os.close(fd)
+        self._fds = []
+        return b"".join(bytes(data) for data in self._data)
