@@ -19,10 +19,10 @@ from tests.e2e.runtimes import GO, SHIMD
 def goZeroTime() -> object:
     """
     Go's zero time as C{ctr shim state} prints a C{State} answer's
-    C{exited_at}: formatted as RFC 3339 by containerd 1.x's C{ctr}, and as
-    the C{Timestamp} message's own fields by containerd 2.x's.
+    C{exited_at}: formatted as RFC 3339 by containerd 1.6's C{ctr}, and as
+    the C{Timestamp} message's own fields from 1.7 on.
     """
-    if containerdVersion() < (2, 0):
+    if containerdVersion() < (1, 7):
         return "0001-01-01T00:00:00Z"
     return {"seconds": -62135596800}
 
