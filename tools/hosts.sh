@@ -37,6 +37,20 @@ leg() {
     esac
 }
 
+runtimeLines() {
+    # trial's verbose result lines of the end-to-end tests of one runtime:
+    # those of the classes whose name ends in Go or Shimd.
+    echo "^tests\.[a-z0-9_.]+\.[A-Za-z]+$1\.test[A-Za-z0-9_]* \.\.\. "
+}
+
+results() {
+    local lines
+    lines=$(grep -E "$(runtimeLines "$1")" "$log" || true)
+    echo "$(grep -c '\[OK\]$' <<<"$lines")/$(grep -cE \
+        '\[(FAILURE|ERROR|SUCCESS!\?!)\]$' <<<"$lines")/$(grep -c \
+        '\[SKIPPED\]$' <<<"$lines")"
+}
+
 [ "$#" -ge 1 ] || usage
 for name in "$@"; do
     case $name in bookworm | trixie | sid | sid-vm) ;; *) usage ;; esac
@@ -60,6 +74,10 @@ for name in "$@"; do
         [[ $summary == FAILED* ]] || summary="FAILED (errors=1, ${summary#PASSED (}"
     fi
     echo "==== leg $name: $summary"
+    if grep -qE "$(runtimeLines Shimd)" "$log"; then
+        echo "==== leg $name: end-to-end tests passed/failed/skipped:" \
+            "shimd $(results Shimd), Go shim $(results Go)"
+    fi
     for key in "${keys[@]}"; do
         value=$(sed -n "s/.*[(, ]$key=\([0-9]*\).*/\1/p" <<<"$summary")
         totals[$key]=$((${totals[$key]:-0} + ${value:-0}))

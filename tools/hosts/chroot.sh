@@ -18,8 +18,7 @@
 # virtualenv made by the suite's Python. Downloads from PyPI are cached under
 # the rootfs cache.
 #
-# The last lines are the counts per runtime, "N passed, M failed" and
-# trial's summary.
+# The last lines are the skips, "N passed, M failed" and trial's summary.
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -150,16 +149,6 @@ unshare --mount --pid --fork --kill-child --propagation private \
 status=${PIPESTATUS[0]}
 
 summary=$(grep -E '^(PASSED|FAILED) \(' "$log" | tail -n 1 || true)
-results() {
-    # Per runtime: the bwverbose result lines of the Go or shimd classes.
-    local lines
-    lines=$(grep -E "^tests\.[a-z0-9_.]+\.[A-Za-z]+$1\.test" "$log" || true)
-    echo "$(grep -c '\[OK\]$' <<<"$lines") passed," \
-        "$(grep -cE '\[(FAILURE|ERROR|SUCCESS!\?!)\]$' <<<"$lines") failed," \
-        "$(grep -c '\[SKIPPED\]$' <<<"$lines") skipped"
-}
-echo "shimd: $(results Shimd)"
-echo "go shim: $(results Go)"
 count() {
     local value
     value=$(sed -n "s/.*[(, ]$1=\([0-9]*\).*/\1/p" <<<"$summary")
