@@ -50,6 +50,18 @@ COLD_PHASES = ("start", "ready")
 Samples = dict[str, list[float]]
 
 
+def startAddress(output: bytes) -> str:
+    """
+    The address in C{start}'s output: a plain address, or the JSON the
+    containerd 1.7 and 2.x Go shims print (C{{"version": 3, "address": ...,
+    "protocol": "ttrpc"}}).
+    """
+    text = output.decode().strip()
+    if text.startswith("{"):
+        return str(json.loads(text)["address"])
+    return text
+
+
 def _rmdir(path: str) -> None:
     try:
         os.rmdir(path)
@@ -170,7 +182,7 @@ class DirectShims:
                 shim, [*self.flags(containerID), "start"], bundle, cold
             )
             exited = time.perf_counter()
-            address = output.decode().strip()
+            address = startAddress(output)
             client, answer, answered = connectWhenReady(
                 address, self.namespace, containerID
             )

@@ -328,5 +328,4 @@ class Bench:
         """
         The address of the shim serving a task, from its bundle.
         """
-        with open(os.path.join(self.bundle(containerID), "address")) as f:
-            return f.read().strip()
+        return host.bundleShimAddress(self.bundle(containerID))

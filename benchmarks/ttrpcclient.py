@@ -21,6 +21,10 @@ from shimd.protos import task_pb2, ttrpc_pb2
 from shimd.ttrpc.framing import HEADER, HEADER_SIZE, REQUEST, RESPONSE
 
 TASK_SERVICE = "containerd.task.v2.Task"
+# The same service under containerd 2.x's name: the only one the containerd
+# 2.x Go shim serves.
+TASK_SERVICE_V3 = "containerd.task.v3.Task"
+UNIMPLEMENTED = 12
 NAMESPACE_KEY = "containerd-namespace-ttrpc"
 
 M = TypeVar("M", bound=Message)
@@ -84,6 +88,7 @@ class Client:
             self._socket.close()
             raise
         self._nextStreamID = 1
+        self._service = TASK_SERVICE
 
     def close(self) -> None:
         self._socket.close()
@@ -99,7 +104,7 @@ class Client:
         The C{Request} envelope for a call of the task service.
         """
         return ttrpc_pb2.Request(
-            service=TASK_SERVICE,
+            service=self._service,
             method=method,
             payload=request.SerializeToString(),
             timeout_nano=int(timeout * 1e9),
@@ -127,13 +132,22 @@ class Client:
         self, method: str, request: Message, responseType: type[M], timeout: float = 0
     ) -> M:
         """
-        Call a method of the task service.
+        Call a method of the task service: task API v2, or v3 from then on
+        when the shim does not serve v2.
 
         @raise CallError: when the shim answers with an error.
         """
-        payload = checkStatus(
-            method, self.callRaw(self.encode(method, request, timeout))
-        )
+        try:
+            payload = checkStatus(
+                method, self.callRaw(self.encode(method, request, timeout))
+            )
+        except CallError as e:
+            if e.code != UNIMPLEMENTED or self._service != TASK_SERVICE:
+                raise
+            self._service = TASK_SERVICE_V3
+            payload = checkStatus(
+                method, self.callRaw(self.encode(method, request, timeout))
+            )
         response = responseType()
         response.ParseFromString(payload)
         return response
@@ -196,12 +210,13 @@ class StateLoop:
 
     def __init__(self, address: str, namespace: str, containerID: str) -> None:
         self._client = Client(address, namespace)
-        envelope = self._client.encode("State", task_pb2.StateRequest(id=containerID))
+        # A first call, decoded in full: the container is there and running
+        # (and the client knows which task API version the shim serves).
+        request = task_pb2.StateRequest(id=containerID)
+        response = self._client.call("State", request, task_pb2.StateResponse)
+        envelope = self._client.encode("State", request)
         self._envelope = envelope
         self._length = len(envelope)
-        # A first call, decoded in full: the container is there and running.
-        response = task_pb2.StateResponse()
-        response.ParseFromString(checkStatus("State", self._client.callRaw(envelope)))
         if response.status != 2:
             raise AssertionError(f"{containerID} is not running: {response}")
 

@@ -257,6 +257,25 @@ class ServerTests(SynchronousTestCase):
         self.protocol.dataReceived(request(1, "State", service="x.Y"))
         self.assertStatus(Code.UNIMPLEMENTED, "service x.Y")
 
+    def test_registeredUnderAnotherName(self) -> None:
+        """
+        A service registered under another name is served under that name
+        too, by the same handlers, with the same messages.
+        """
+        registry = ServiceRegistry()
+        registry.register(TASK, self.handlers, name="x.v3.Y")
+        protocol = TTRPCServerFactory(registry, self.clock).buildProtocol(None)
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(
+            request(1, "State", task_pb2.StateRequest(id="c"), service="x.v3.Y")
+        )
+        name, message, _, result = self.handlers.calls[0]
+        self.assertEqual((name, message.id), ("State", "c"))
+        result.callback(task_pb2.StateResponse(id="c", pid=42))
+        [(_, response)] = responses(transport.value())
+        self.assertEqual(task_pb2.StateResponse.FromString(response.payload).pid, 42)
+
     def test_unknownMethod(self) -> None:
         self.protocol.dataReceived(request(1, "Frobnicate"))
         self.assertStatus(Code.UNIMPLEMENTED, "method Frobnicate")

@@ -2,7 +2,9 @@
 # Run every check and the whole test suite from the virtualenv tools/setup.sh
 # made: ruff, mypy, the generated-protobuf check, then trial. The last line
 # printed is trial's own summary; the line before it counts passes and
-# failures. Extra arguments go to trial (e.g. a test module).
+# failures. trial reports verbosely, one line per test with its full name
+# (tools/hosts.sh counts the end-to-end tests per runtime from them). Extra
+# arguments go to trial (e.g. a test module).
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 export PATH="$PWD/.venv/bin:$PATH"
@@ -20,7 +22,8 @@ run env PYTHON=python bash tools/genprotos.sh --check
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 echo "== trial ${*:-tests}"
-python -m twisted.trial --temp-directory=/tmp/shimd-trial "${@:-tests}" 2>&1 | tee "$log"
+python -m twisted.trial --reporter=bwverbose --temp-directory=/tmp/shimd-trial \
+    "${@:-tests}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
 summary=$(grep -E '^(PASSED|FAILED) \(' "$log" | tail -n 1)

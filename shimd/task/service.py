@@ -35,6 +35,11 @@ from shimd.task.process import Process, State
 from shimd.ttrpc.server import CallContext, ServiceRegistry
 
 TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["Task"]
+# containerd 2.x's task API v3: the v2 service's methods and messages, field
+# for field, under another package name. containerd 2.x's ctr talks to a
+# shim directly in it (ctr shim state, ...) whatever version the shim's
+# start claimed.
+TASK_SERVICE_V3 = "containerd.task.v3.Task"
 MAX_IDENTIFIER_LENGTH = 76
 IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
 
@@ -105,6 +110,7 @@ class TaskService:
 
     def registerTTRPC(self, registry: ServiceRegistry) -> None:
         registry.register(TASK_SERVICE, self)
+        registry.register(TASK_SERVICE, self, name=TASK_SERVICE_V3)
 
     def _container(self, id: str) -> Container:
         container = self._containers.get(id)

@@ -181,10 +181,18 @@ class ServiceClient:
     """
 
     def __init__(
-        self, protocol: TTRPCClientProtocol, descriptor: ServiceDescriptor
+        self,
+        protocol: TTRPCClientProtocol,
+        descriptor: ServiceDescriptor,
+        name: str | None = None,
     ) -> None:
+        """
+        @param name: the full service name to call, when not the
+            descriptor's own: a service whose messages are wire-identical
+            under another package name.
+        """
         self.protocol = protocol
-        self._service = descriptor.full_name
+        self._service = name or descriptor.full_name
         self._responseTypes = {
             method.name: GetMessageClass(method.output_type)
             for method in descriptor.methods

@@ -91,7 +91,12 @@ class ServiceRegistry:
     def __init__(self) -> None:
         self._services: dict[str, dict[str, Method]] = {}
 
-    def register(self, descriptor: ServiceDescriptor, implementation: object) -> None:
+    def register(
+        self,
+        descriptor: ServiceDescriptor,
+        implementation: object,
+        name: str | None = None,
+    ) -> None:
         """
         Serve every method of a protobuf service with the method of the same
         name on C{implementation}. A method the implementation lacks answers
@@ -101,6 +106,9 @@ class ServiceRegistry:
         @param implementation: an object with a method per RPC, each taking
             the decoded request and a L{CallContext} and returning the response
             message or a Deferred of it.
+        @param name: the full service name to serve it under, when not the
+            descriptor's own: a service whose messages are wire-identical
+            under another package name.
         """
         methods = {}
         for method in descriptor.methods:
@@ -109,7 +117,7 @@ class ServiceRegistry:
                 methods[method.name] = Method(
                     GetMessageClass(method.input_type), handler
                 )
-        self._services[descriptor.full_name] = methods
+        self._services[name or descriptor.full_name] = methods
 
     def lookup(self, service: str, method: str) -> Method:
         """

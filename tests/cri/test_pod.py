@@ -348,9 +348,8 @@ class PodTestsMixin(_Base):
         """
         address = self.containerd.podShimAddress(pod.sandboxID)
         for containerID in [pod.sandboxID, *running]:
-            path = os.path.join(self.containerd.bundle(containerID), "address")
-            with open(path) as f:
-                self.assertEqual(f.read(), address, path)
+            bundle = self.containerd.bundle(containerID)
+            self.assertEqual(host.bundleShimAddress(bundle), address, bundle)
         listeners = host.processesListeningOn(host.socketPath(address))
         self.assertEqual(len(listeners), 1, f"processes listening: {listeners}")
         [shim] = listeners

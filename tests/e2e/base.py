@@ -34,6 +34,8 @@ from typing import TYPE_CHECKING
 
 from twisted.trial.unittest import SkipTest
 
+from shimd.protos import task_pb2
+from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol
 from tests.e2e import host
 from tests.e2e.containerd import (
     CtrResult,
@@ -299,6 +301,25 @@ class E2EMixin(_Base):
         """
         with open(os.path.join(self.bundle(containerID), name)) as f:
             return f.read()
+
+    def shimAddressOf(self, containerID: str) -> str:
+        """
+        The address of the shim serving a task, from its bundle.
+        """
+        return host.bundleShimAddress(self.bundle(containerID))
+
+    def taskClient(
+        self, protocol: TTRPCClientProtocol, containerID: str
+    ) -> ServiceClient:
+        """
+        A client of the task service on a connection to a task's shim, in
+        the version of the task API the shim serves.
+        """
+        return ServiceClient(
+            protocol,
+            task_pb2.DESCRIPTOR.services_by_name["Task"],
+            name=host.bundleTaskService(self.bundle(containerID)),
+        )
 
     def containerCgroup(self, containerID: str) -> str:
         """

@@ -6,6 +6,7 @@ unix sockets, as the kernel shows them under C{/proc} and C{/sys}.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -229,6 +230,35 @@ def shimAddress(containerdAddress: str, namespace: str, groupID: str) -> str:
     """
     key = os.path.normpath(os.path.join(containerdAddress, namespace, groupID))
     return f"unix://{SOCKET_DIR}/{hashlib.sha256(key.encode()).hexdigest()}"
+
+
+def bundleShimAddress(bundle: str) -> str:
+    """
+    The address of the shim serving the task of C{bundle}, as the shim wrote
+    it there: C{bootstrap.json} (C{{"version": 3, "address": ..., "protocol":
+    "ttrpc"}}, the containerd 2.x Go shim) or else the plain C{address} file
+    (the containerd 1.x Go shim, and shimd on every version).
+    """
+    try:
+        with open(os.path.join(bundle, "bootstrap.json")) as f:
+            return str(json.load(f)["address"])
+    except FileNotFoundError:
+        with open(os.path.join(bundle, "address")) as f:
+            return f.read().strip()
+
+
+def bundleTaskService(bundle: str) -> str:
+    """
+    The task service the shim of C{bundle} serves: C{containerd.task.v3.Task}
+    when its C{bootstrap.json} says version 3 (the containerd 2.x Go shim,
+    which serves no other), else C{containerd.task.v2.Task}.
+    """
+    try:
+        with open(os.path.join(bundle, "bootstrap.json")) as f:
+            version = json.load(f).get("version")
+    except FileNotFoundError:
+        version = 2
+    return f"containerd.task.v{3 if version == 3 else 2}.Task"
 
 
 def socketPath(address: str) -> str:

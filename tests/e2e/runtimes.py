@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import struct
+import subprocess
 import sys
 from dataclasses import dataclass
 
@@ -130,6 +131,36 @@ def isStaticExecutable(path: str) -> bool:
         if kind == _PT_INTERP:
             return False
     return True
+
+
+_criu: list[str | None] = []
+
+
+def criuProblem() -> str | None:
+    """
+    Why criu cannot checkpoint and restore containers here, or L{None} when
+    it can: missing, or failing C{criu check} (whose complaint is given).
+    Asked once per process.
+    """
+    if not _criu:
+        problem = None
+        if os.geteuid() != 0:
+            problem = "criu needs root privileges"
+        elif missingExecutables(["criu"]):
+            problem = "criu is not installed"
+        else:
+            path = f"{os.environ.get('PATH', '')}:{SEARCH_PATH}"
+            check = subprocess.run(
+                [shutil.which("criu", path=path) or "criu", "check"],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if check.returncode != 0:
+                lines = (check.stderr + check.stdout).strip().splitlines()
+                problem = "criu check fails here: " + (lines[-1] if lines else "")
+        _criu.append(problem)
+    return _criu[0]
 
 
 def missingPrerequisites(runtime: Runtime) -> list[str]:

@@ -17,17 +17,16 @@ from typing import Any, cast
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, DeferredList, inlineCallbacks
 from twisted.internet.interfaces import IReactorTime, IReactorUNIX
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from shimd.protos import task_pb2
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from tests.e2e import host
 from tests.e2e.base import E2EMixin
-from tests.e2e.containerd import waitUntil
+from tests.e2e.containerd import unknownSuffix, waitUntil
 from tests.e2e.rootfs import busyboxRootfs
-from tests.e2e.runtimes import GO, SHIMD
+from tests.e2e.runtimes import GO, SHIMD, criuProblem
 
-TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["Task"]
 STOPPED = 3
 
 
@@ -41,12 +40,12 @@ class CompatibilityTestsMixin(E2EMixin):
         """
         A ttrpc client on the socket of a task's shim, closed at cleanup.
         """
-        address = self.readBundleFile(containerID, "address")
+        address = self.shimAddressOf(containerID)
         protocol: TTRPCClientProtocol = yield connectTTRPC(
             cast(IReactorUNIX, reactor), cast(IReactorTime, reactor), address
         )
         self.addCleanup(protocol.transport.loseConnection)
-        return ServiceClient(protocol, TASK_SERVICE)
+        return self.taskClient(protocol, containerID)
 
     def test_copiedBinary(self) -> None:
         """
@@ -178,10 +177,13 @@ class CompatibilityTestsMixin(E2EMixin):
 
     def test_checkpointFailure(self) -> None:
         """
-        C{Checkpoint} runs C{runc checkpoint}; criu cannot work on this
-        host, and the failure reaches the client as a clear error naming the
-        dump log, while the task keeps running.
+        C{Checkpoint} runs C{runc checkpoint}; where criu cannot work, the
+        failure reaches the client as a clear error naming the dump log,
+        while the task keeps running. (Where it works, C{test_checkpoint}
+        checkpoints and restores for real.)
         """
+        if criuProblem() is None:
+            raise SkipTest("criu works here: tests.e2e.test_checkpoint runs instead")
         self.runDetached("saved", "/bin/sleep", "1000")
         image = tempfile.mkdtemp(prefix="checkpoint-", dir="/tmp")
         self.addCleanup(shutil.rmtree, image, True)
@@ -189,7 +191,7 @@ class CompatibilityTestsMixin(E2EMixin):
         self.assertEqual(result.code, 1, result)
         dumpLog = os.path.join(self.bundle("saved"), "criu-dump.log")
         self.assertIn("runc did not terminate successfully", result.err)
-        self.assertIn(f"path= {dumpLog}: unknown", result.err)
+        self.assertIn(f"path= {dumpLog}{unknownSuffix()}", result.err)
         self.assertEqual(self.statusOf("saved"), "RUNNING")
 
 

@@ -70,7 +70,7 @@ class ResilienceTestsMixin(E2EMixin):
         cgroups = host.cgroupDirectories(self.containerCgroup("orphan"))
         self.assertNotEqual(cgroups, [])
         self.assertNotEqual(host.mountsUnder(bundle), [])
-        socket = host.socketPath(self.readBundleFile("orphan", "address"))
+        socket = host.socketPath(self.shimAddressOf("orphan"))
         shims = self.shimProcesses("orphan")
         self.assertNotEqual(shims, [])
         for shim in shims:

@@ -45,7 +45,7 @@ class ResourceTestsMixin(E2EMixin):
         create = events.waitForTopic("leaky", "/tasks/create").payload
         fifos = [create["io"][name] for name in ("stdin", "stdout", "stderr")]
         bundle = self.bundle("leaky")
-        address = self.readBundleFile("leaky", "address")
+        address = self.shimAddressOf("leaky")
         socket = host.socketPath(address)
         runcState = os.path.join(RUNC_ROOT, self.namespace.name, "leaky")
         cgroups = host.cgroupDirectories(self.containerCgroup("leaky"))
@@ -183,7 +183,7 @@ class ResourceTestsMixin(E2EMixin):
         """
         The shim address in a task's bundle.
         """
-        return self.readBundleFile(containerID, "address")
+        return self.shimAddressOf(containerID)
 
     def _tasks(self, ids: list[str]) -> list[tuple[int, str]]:
         tasks = self.namespace.tasks()

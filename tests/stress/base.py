@@ -202,12 +202,6 @@ class StressMixin(E2EMixin):
         self.addCleanup(shutil.rmtree, directory, True)
         return directory
 
-    def shimAddressOf(self, containerID: str) -> str:
-        """
-        The address of the shim serving a task, from its bundle.
-        """
-        return self.readBundleFile(containerID, "address")
-
     def shimClient(self, containerID: str, timeout: float = 30.0) -> ShimClient:
         """
         A new connection to the shim serving a task, closed after the test.

@@ -43,6 +43,9 @@ from tests.stress.client import (
 )
 
 HEADER = struct.Struct(">IIBB")
+# The names the task service is served under: task API v2, and v3 (the same
+# methods and messages under containerd 2.x's package name).
+TASK_SERVICE_NAMES = (TASK_SERVICE_NAME, "containerd.task.v3.Task")
 MAX_MESSAGE_SIZE = 4 << 20
 IDENTIFIER = re.compile(r"^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$")
 
@@ -241,7 +244,7 @@ def oneFrame(source: Source, last: bool) -> bytes:
     if kind == 5:
         # Unknown services and methods.
         service = choose(
-            source, [source.text(30), TASK_SERVICE_NAME, "containerd.task.v3.Task"]
+            source, [source.text(30), *TASK_SERVICE_NAMES, "containerd.task.v1.Task"]
         )
         name = choose(source, [source.text(20), method, method.lower(), ""])
         payload = envelope(source, service, name, source.binary(50), extras=False)
@@ -329,7 +332,7 @@ def classify(payload: bytes) -> tuple[tuple[str, Any], Message | None]:
         request.ParseFromString(payload)
     except DecodeError:
         return ("code", Code.INVALID_ARGUMENT), None
-    if request.service != TASK_SERVICE_NAME or request.method not in TASK_METHODS:
+    if request.service not in TASK_SERVICE_NAMES or request.method not in TASK_METHODS:
         return ("code", Code.UNIMPLEMENTED), None
     message = REQUEST_TYPES[request.method]()
     try:
