@@ -38,9 +38,11 @@ memory=${SHIMD_VM_MEMORY:-4096}
 PACKAGES=(linux-image-amd64 systemd systemd-sysv dbus udev kmod containerd runc
     python3 python3-venv busybox-static iproute2 ca-certificates)
 # One test of each capability on cgroup v2, with the cgroupfs and the
-# systemd cgroup driver, through ctr and through the CRI plugin, each
-# against shimd and the Go shim (the classes end in Shimd and Go).
-SUBSET=(tests.e2e.test_cgroup2)
+# systemd cgroup driver, through ctr and through the CRI plugin (a pod of two
+# containers), each against shimd and the Go shim (the classes end in Shimd
+# and Go).
+SUBSET=(tests.e2e.test_cgroup2 tests.cri.test_pod.PodTestsGo.test_podLifecycle
+    tests.cri.test_pod.PodTestsShimd.test_podLifecycle tests.cri.test_systemd)
 VENV=/opt/shimd
 SOURCE=/shimd
 LOG=/var/log/shimd-vm/trial.log
@@ -87,7 +89,7 @@ echo "== \$(. /etc/os-release && echo "\$PRETTY_NAME"), kernel \$(uname -r):" \\
     "cgroup \$(stat -fc %T /sys/fs/cgroup), \$(nproc) cpus"
 cd $SOURCE
 started=\$(date +%s)
-python -m twisted.trial --reporter=bwverbose --temp-directory=/var/tmp/shimd-trial \\
+python -m twisted.trial --rterrors --reporter=bwverbose --temp-directory=/var/tmp/shimd-trial \\
     \$(cat /etc/shimd-vm-tests)
 echo "== trial exited with \$? after \$((\$(date +%s) - started)) s"
 sync
