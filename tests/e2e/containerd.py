@@ -417,16 +417,19 @@ class TestNamespace:
                 problems.append(f"ctr images rm: {result.err.strip()}")
 
     def _removeNamespace(self, problems: list[str]) -> None:
+        refusals: list[str] = []
+
         def removed() -> bool:
             result = self.containerd.ctr(
                 "namespaces", "rm", "--cgroup", self.name, timeout=30
             )
+            refusals[:] = [result.err.strip()]
             return result.code == 0 or "not found" in result.err
 
         try:
             waitUntil(removed, 20, f"namespace {self.name} to be removed", 0.2)
         except AssertionError as e:
-            problems.append(str(e))
+            problems.append(f"{e}: {refusals[0] if refusals else ''}")
 
     def cleanUp(self) -> None:
         """

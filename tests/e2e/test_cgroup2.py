@@ -151,8 +151,12 @@ class CgroupV2TestsMixin(E2EMixin):
         self.assertEqual((result.code, result.out), (0, "alive\n"), result.err)
         self.assertCtr(self.ctr("task", "kill", "-s", "SIGKILL", "life"))
         self.waitForStatus("life", "STOPPED")
-        exit = events.waitForTopic("life", "/tasks/exit")
-        self.assertEqual((exit.payload["pid"], exit.payload["exit_status"]), (pid, 137))
+        exit = events.waitFor(
+            lambda e: e.topic == "/tasks/exit" and e.payload.get("pid") == pid,
+            30,
+            "the exit of life's init",
+        )
+        self.assertEqual(exit.payload.get("exit_status"), 137, exit.payload)
         self.assertCtr(self.ctr("task", "rm", "life"), what="ctr task rm")
         self.assertCtr(self.ctr("containers", "rm", "life"), what="ctr c rm")
         directory = os.path.join(host.CGROUP_ROOT, cgroup.lstrip("/"))
