@@ -114,6 +114,23 @@ OPTIONS_HANDLER = """
     ConfigPath = "{configPath}"
 """
 
+# The Go shim and shimd with runc's systemd cgroup driver (the Kubernetes
+# default on systemd hosts), for pods whose cgroup parent is a slice: the Go
+# shim's runc options in their own table, shimd's in the file ConfigPath
+# names. Only a host with systemd as init can run their pods.
+SYSTEMD_HANDLERS = """
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc-systemd]
+  runtime_type = "io.containerd.runc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc-systemd.options]
+    SystemdCgroup = true
+
+[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.pyrunc-systemd]
+  runtime_type = "io.containerd.pyrunc.v2"
+  [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.pyrunc-systemd.options]
+    TypeUrl = "containerd.runc.v1.Options"
+    ConfigPath = "{configPath}"
+"""
+
 
 def deployedRuntimeEntry() -> str:
     """
@@ -143,6 +160,7 @@ class CRIContainerd(PrivateContainerd):
         self.cniConfDir = os.path.join(self.baseDir, "cni", "conf")
         self.imageDir = os.path.join(self.baseDir, "images")
         self.runcOptionsPath = os.path.join(self.baseDir, "runc-options.toml")
+        self.systemdOptionsPath = os.path.join(self.baseDir, "systemd-options.toml")
         self.runcRoot = os.path.join(self.baseDir, "runc-root")
 
     def writeConfig(self) -> None:
@@ -170,8 +188,11 @@ class CRIContainerd(PrivateContainerd):
             )
             f.write(deployedRuntimeEntry())
             f.write(OPTIONS_HANDLER.format(configPath=self.runcOptionsPath))
+            f.write(SYSTEMD_HANDLERS.format(configPath=self.systemdOptionsPath))
         with open(self.runcOptionsPath, "w") as f:
             f.write(f'Root = "{self.runcRoot}"\n')
+        with open(self.systemdOptionsPath, "w") as f:
+            f.write("SystemdCgroup = true\n")
 
     def environment(self) -> dict[str, str]:
         """

@@ -154,13 +154,19 @@ class PodTestsMixin(_Base):
 
     # Pods and containers
 
+    def cgroupParent(self, number: int) -> str:
+        """
+        The cgroup parent of this process's pod number C{number}: a cgroup
+        of its own, as the kubelet gives each pod.
+        """
+        return f"/shimd-cri-{self.runtime.name}-{os.getpid()}-{number}"
+
     def runPod(self, name: str) -> Pod:
         """
         Run a host-network pod sandbox with our handler; its removal and a
         check that nothing of it is left are cleanups.
         """
-        number = next(_podCounter)
-        cgroupParent = f"/shimd-cri-{self.runtime.name}-{os.getpid()}-{number}"
+        cgroupParent = self.cgroupParent(next(_podCounter))
         config = api.PodSandboxConfig(
             metadata=api.PodSandboxMetadata(
                 name=name, uid=str(uuid.uuid4()), namespace="shimd-cri"

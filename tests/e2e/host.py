@@ -174,11 +174,24 @@ def processesInCgroup(prefix: str) -> list[int]:
     return found
 
 
+def unified() -> bool:
+    """
+    Whether this is a unified (cgroup v2 only) host: cgroup2 mounted at
+    C{/sys/fs/cgroup} itself.
+    """
+    return os.path.exists(os.path.join(CGROUP_ROOT, "cgroup.controllers"))
+
+
 def cgroupDirectories(path: str) -> list[str]:
     """
     The existing directories of cgroup C{path} in every mounted hierarchy
-    (v1 controllers, C{systemd}, C{unified}).
+    (v1 controllers, C{systemd}, C{unified}), or in the one hierarchy of a
+    unified (v2) host.
     """
+    if unified():
+        # One hierarchy, mounted at the root.
+        directory = os.path.join(CGROUP_ROOT, path.lstrip("/"))
+        return [directory] if os.path.isdir(directory) else []
     found = []
     for hierarchy in sorted(os.listdir(CGROUP_ROOT)):
         directory = os.path.join(CGROUP_ROOT, hierarchy, path.lstrip("/"))
