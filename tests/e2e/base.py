@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import json
 import os
 import pty
 import select
@@ -29,13 +30,17 @@ import subprocess
 import termios
 import threading
 import time
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Generator, Sequence
+from typing import TYPE_CHECKING, Any, cast
 
+from google.protobuf import any_pb2
+from twisted.internet import reactor
+from twisted.internet.defer import Deferred, inlineCallbacks
+from twisted.internet.interfaces import IReactorTime, IReactorUNIX
 from twisted.trial.unittest import SkipTest
 
 from shimd.protos import task_pb2
-from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol
+from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from tests.e2e import host
 from tests.e2e.containerd import (
     CtrResult,
@@ -48,6 +53,9 @@ from tests.e2e.containerd import (
 from tests.e2e.events import EventRecorder
 from tests.e2e.rootfs import IMAGE_NAME, busyboxRootfs, ociArchivePath
 from tests.e2e.runtimes import Runtime, missingPrerequisites
+
+# The type URL containerd gives the OCI LinuxResources it sends in Update.
+LINUX_RESOURCES_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 
 if TYPE_CHECKING:
     from twisted.trial.unittest import TestCase
@@ -320,6 +328,39 @@ class E2EMixin(_Base):
             task_pb2.DESCRIPTOR.services_by_name["Task"],
             name=host.bundleTaskService(self.bundle(containerID)),
         )
+
+    @inlineCallbacks
+    def updateResources(
+        self, containerID: str, resources: dict[str, Any]
+    ) -> Generator[Deferred[Any], Any, None]:
+        """
+        Send C{Update} to a task's shim as containerd sends it: the OCI
+        C{LinuxResources} as JSON in an C{Any}. ctr has no C{task update}
+        (neither 1.6 nor 2.1), so the tests talk to the shim's socket.
+
+        @param resources: the C{LinuxResources} object, such as
+            C{{"memory": {"limit": N}}}.
+        """
+        protocol = yield connectTTRPC(
+            cast(IReactorUNIX, reactor),
+            cast(IReactorTime, reactor),
+            self.shimAddressOf(containerID),
+        )
+        try:
+            yield self.taskClient(protocol, containerID).call(
+                "Update",
+                task_pb2.UpdateTaskRequest(
+                    id=containerID,
+                    resources=any_pb2.Any(
+                        type_url=LINUX_RESOURCES_URL,
+                        value=json.dumps(resources).encode(),
+                    ),
+                ),
+                timeout=30,
+            )
+        finally:
+            protocol.transport.loseConnection()
+            yield protocol.whenClosed
 
     def containerCgroup(self, containerID: str) -> str:
         """

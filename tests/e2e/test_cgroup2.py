@@ -1,7 +1,8 @@
 """
 End-to-end tests on a unified (cgroup v2) host, through C{ctr}: each
 capability that touches the container's cgroup once (create, start, exec,
-kill and delete; metrics; a memory limit update; pause and resume; the OOM
+kill and delete; metrics; a memory limit update (C{Update} on the shim's socket:
+ctr has no C{task update}); pause and resume; the OOM
 killer; the process list), with runc's cgroupfs driver and once more with
 its systemd driver, against shimd and against the Go shim.
 
@@ -21,8 +22,10 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from typing import Any
 
+from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
 from shimd import cgroups
@@ -186,9 +189,10 @@ class CgroupV2TestsMixin(E2EMixin):
             str(64 * MiB),
         )
 
-    def test_updateMemoryLimit(self) -> None:
+    @inlineCallbacks
+    def test_updateMemoryLimit(self) -> Generator[Deferred[Any], Any, None]:
         """
-        C{ctr task update --memory-limit} changes the container's
+        C{Update} on the shim's socket changes the container's
         C{memory.max}, and the metrics show the new limit.
         """
         self.start(
@@ -196,10 +200,7 @@ class CgroupV2TestsMixin(E2EMixin):
         )
         cgroup = self.containerCgroup("updated")
         self.assertEqual(readCgroupFile(cgroup, "memory.max"), str(64 * MiB))
-        self.assertCtr(
-            self.ctr("task", "update", "--memory-limit", str(48 * MiB), "updated"),
-            what="ctr task update",
-        )
+        yield self.updateResources("updated", {"memory": {"limit": 48 * MiB}})
         self.assertEqual(readCgroupFile(cgroup, "memory.max"), str(48 * MiB))
         result = self.ctr("task", "metrics", "--format", "json", "updated")
         self.assertCtr(result, what="ctr task metrics")

@@ -8,22 +8,16 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Generator
-from typing import Any, cast
+from typing import Any
 
-from google.protobuf import any_pb2
-from twisted.internet import reactor
 from twisted.internet.defer import Deferred, inlineCallbacks
-from twisted.internet.interfaces import IReactorTime, IReactorUNIX
 from twisted.trial.unittest import TestCase
 
-from shimd.protos import task_pb2
-from shimd.ttrpc.client import connectTTRPC
 from tests.e2e import host
 from tests.e2e.base import E2EMixin
 from tests.e2e.containerd import parseMetricsTable, parseProcessList
 from tests.e2e.runtimes import GO, SHIMD
 
-LINUX_RESOURCES_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
 MiB = 1024 * 1024
 
 
@@ -150,9 +144,8 @@ class ControlTestsMixin(E2EMixin):
     @inlineCallbacks
     def test_updateMemoryLimit(self) -> Generator[Deferred[Any], Any, None]:
         """
-        C{Update} on the shim's socket (as containerd sends it, with the OCI
-        C{LinuxResources} as JSON in an C{Any}) changes the memory limit of
-        the container's cgroup.
+        C{Update} on the shim's socket changes the memory limit of the
+        container's cgroup.
         """
         pid = self.runDetached(
             "updated", "/bin/sleep", "1000", options=["--memory-limit", str(64 * MiB)]
@@ -160,24 +153,7 @@ class ControlTestsMixin(E2EMixin):
         self.assertEqual(
             readCgroupFile(pid, "memory", "memory.limit_in_bytes"), str(64 * MiB)
         )
-        address = self.shimAddressOf("updated")
-        protocol = yield connectTTRPC(
-            cast(IReactorUNIX, reactor), cast(IReactorTime, reactor), address
-        )
-        try:
-            client = self.taskClient(protocol, "updated")
-            resources = any_pb2.Any(
-                type_url=LINUX_RESOURCES_URL,
-                value=json.dumps({"memory": {"limit": 48 * MiB}}).encode(),
-            )
-            yield client.call(
-                "Update",
-                task_pb2.UpdateTaskRequest(id="updated", resources=resources),
-                timeout=30,
-            )
-        finally:
-            protocol.transport.loseConnection()
-            yield protocol.whenClosed
+        yield self.updateResources("updated", {"memory": {"limit": 48 * MiB}})
         self.assertEqual(
             readCgroupFile(pid, "memory", "memory.limit_in_bytes"), str(48 * MiB)
         )
