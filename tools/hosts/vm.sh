@@ -221,12 +221,21 @@ echo "$0: VM done after $((SECONDS - started)) s in all" >&2
 
 summary=$(grep -E '^(PASSED|FAILED) \(' "$log" | tail -n 1 || true)
 results() {
-    # Per runtime: the bwverbose result lines of the Go or shimd classes.
-    local lines
-    lines=$(grep -E "^tests\.[a-z0-9_.]+\.[A-Za-z]+$1\.test" "$log" || true)
-    echo "$(grep -c '\[OK\]$' <<<"$lines") passed," \
-        "$(grep -cE '\[(FAILURE|ERROR|SUCCESS!\?!)\]$' <<<"$lines") failed," \
-        "$(grep -c '\[SKIPPED\]$' <<<"$lines") skipped"
+    # Per runtime: the bwverbose results of the Go or shimd classes. With
+    # --rterrors a failure's traceback comes between the test's name and its
+    # result, so the result is the next line that ends in one; the summary
+    # after trial's ===== rule repeats the failures and is not counted.
+    awk -v runtime="$1" '
+        /^=====/ { exit }
+        /^tests\.[A-Za-z0-9_.]+ \.\.\. / {
+            n = split($1, parts, ".")
+            mine = parts[n - 1] ~ (runtime "$")
+        }
+        mine && /\[OK\]$/ { passed++; mine = 0 }
+        mine && /\[(FAILURE|ERROR|SUCCESS!\?!)\]$/ { failed++; mine = 0 }
+        mine && /\[SKIPPED\]$/ { skipped++; mine = 0 }
+        END { printf "%d passed, %d failed, %d skipped\n", passed, failed, skipped }
+    ' "$log"
 }
 head -n 1 "$log"
 echo "shimd: $(results Shimd)"
