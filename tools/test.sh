@@ -19,10 +19,13 @@ run ruff format --check .
 run mypy
 run env PYTHON=python bash tools/genprotos.sh --check
 
+# trial's working directory, one per checkout, so that two checkouts can be
+# tested at once.
+workdir=/tmp/shimd-trial-$(pwd -P | sha256sum | cut -c1-12)
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 echo "== trial ${*:-tests}"
-python -m twisted.trial --reporter=bwverbose --temp-directory=/tmp/shimd-trial \
+python -m twisted.trial --reporter=bwverbose --temp-directory="$workdir" \
     "${@:-tests}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
