@@ -37,18 +37,8 @@ leg() {
     esac
 }
 
-runtimeLines() {
-    # trial's verbose result lines of the end-to-end tests of one runtime:
-    # those of the classes whose name ends in Go or Shimd.
-    echo "^tests\.[a-z0-9_.]+\.[A-Za-z]+$1\.test[A-Za-z0-9_]* \.\.\. "
-}
-
 results() {
-    local lines
-    lines=$(grep -E "$(runtimeLines "$1")" "$log" || true)
-    echo "$(grep -c '\[OK\]$' <<<"$lines")/$(grep -cE \
-        '\[(FAILURE|ERROR|SUCCESS!\?!)\]$' <<<"$lines")/$(grep -c \
-        '\[SKIPPED\]$' <<<"$lines")"
+    awk -v runtime="$1" -f "$here/hosts/results.awk" "$log"
 }
 
 [ "$#" -ge 1 ] || usage
@@ -74,7 +64,7 @@ for name in "$@"; do
         [[ $summary == FAILED* ]] || summary="FAILED (errors=1, ${summary#PASSED (}"
     fi
     echo "==== leg $name: $summary"
-    if grep -qE "$(runtimeLines Shimd)" "$log"; then
+    if grep -qE '^tests\.[A-Za-z0-9_.]+Shimd\.test' "$log"; then
         echo "==== leg $name: end-to-end tests passed/failed/skipped:" \
             "shimd $(results Shimd), Go shim $(results Go)"
     fi

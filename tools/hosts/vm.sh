@@ -221,25 +221,10 @@ echo "$0: VM done after $((SECONDS - started)) s in all" >&2
 
 summary=$(grep -E '^(PASSED|FAILED) \(' "$log" | tail -n 1 || true)
 results() {
-    # Per runtime: the bwverbose results of the Go or shimd classes. With
-    # --rterrors a failure's traceback comes between the test's name and its
-    # result, so the result is the next line that ends in one; the summary
-    # after trial's ===== rule repeats the failures and is not counted.
-    awk -v runtime="$1" '
-        /^=====/ { exit }
-        /^tests\.[A-Za-z0-9_.]+ \.\.\. / {
-            n = split($1, parts, ".")
-            mine = parts[n - 1] ~ (runtime "$")
-        }
-        mine && /\[OK\]$/ { passed++; mine = 0 }
-        mine && /\[(FAILURE|ERROR|SUCCESS!\?!)\]$/ { failed++; mine = 0 }
-        mine && /\[SKIPPED\]$/ { skipped++; mine = 0 }
-        END { printf "%d passed, %d failed, %d skipped\n", passed, failed, skipped }
-    ' "$log"
+    awk -v runtime="$1" -f "$here/results.awk" "$log"
 }
 head -n 1 "$log"
-echo "shimd: $(results Shimd)"
-echo "go shim: $(results Go)"
+echo "end-to-end tests passed/failed/skipped: shimd $(results Shimd), Go shim $(results Go)"
 count() {
     local value
     value=$(sed -n "s/.*[(, ]$1=\([0-9]*\).*/\1/p" <<<"$summary")
