@@ -3,7 +3,9 @@
 # runtime given as -v runtime=Go or -v runtime=Shimd. With --rterrors a
 # failure's traceback comes between the test's name and its result, so the
 # result is the next line that ends in one; the summary after trial's =====
-# rule repeats the failures and is not counted.
+# rule repeats the failures and is not counted. Lines that came through a
+# serial console end in a carriage return, dropped here.
+{ sub(/\r$/, "") }
 /^=====/ { exit }
 /^tests\.[A-Za-z0-9_.]+ \.\.\. / {
     n = split($1, parts, ".")
