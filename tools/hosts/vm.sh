@@ -17,7 +17,7 @@
 # read back from the image (debugfs, nothing mounted).
 #
 # Environment: SHIMD_VM_TIMEOUT bounds the VM's run in seconds (default
-# 3600; a VM still running then is killed), SHIMD_VM_MEMORY its memory in
+# 1800; a VM still running then is killed), SHIMD_VM_MEMORY its memory in
 # MiB (default 4096), SHIMD_VM_KEEP=1 keeps the work directory (tree, image
 # and logs) and says where it is. Everything the leg mounted or started is
 # undone when it ends, however it ends.
@@ -29,7 +29,7 @@ set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 checkout=$(cd "$here/../.." && pwd)
 cache=${SHIMD_HOSTS_CACHE:-/var/cache/shimd-hosts}
-timeout=${SHIMD_VM_TIMEOUT:-3600}
+timeout=${SHIMD_VM_TIMEOUT:-1800}
 memory=${SHIMD_VM_MEMORY:-4096}
 
 # What the VM needs besides the runtime under test: a kernel (with its
