@@ -17,7 +17,7 @@ The phases:
     containerd leaves it).
 
 shimd's C{start} forks the daemon from a warm fork server
-(L{shimd.forkserver}); with C{SHIMD_FORKSERVER=0} it spawns a fresh Python
+(L{shimd.shim.forkserver}); with C{SHIMD_FORKSERVER=0} it spawns a fresh Python
 instead, which is its cold start, measured apart.
 
 The bundle is what containerd makes: C{config.json} (C{ctr oci spec}, with

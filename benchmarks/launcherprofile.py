@@ -7,13 +7,13 @@ the two processes containerd waits for, the binary's C{start} and
 C{delete}, which run a fresh Python each:
 
   - the start-up ladder: a bare interpreter, then with C{site}, then with
-    what the console script imports (C{re}), then with C{shimd.launcher},
+    what the console script imports (C{re}), then with C{shimd.shim.launcher},
     then the whole binary (C{-v}), next to the Go shim's C{-v}; each step's
     median over interleaved runs;
   - C{-X importtime}: the launcher's imports, module by module;
   - C{cProfile} of real C{start} and C{delete} actions, run as containerd
     runs them (L{benchmarks.direct}), with the fork server warm: the time
-    of each step of L{shimd.launcher.start} and L{shimd.launcher.delete}.
+    of each step of L{shimd.shim.launcher.start} and L{shimd.shim.launcher.delete}.
 """
 
 from __future__ import annotations
@@ -72,14 +72,14 @@ DELETE_STEPS = (
 IMPORTED = (
     "site",
     "re",
-    "shimd.launcher",
+    "shimd.shim.launcher",
     "socket",
     "hashlib",
     "_hashlib",
     "json",
     "enum",
-    "shimd.forkserver",
-    "shimd.bootstrap",
+    "shimd.shim.forkserver",
+    "shimd.shim.bootstrap",
     "shimd.wire",
 )
 
@@ -118,10 +118,13 @@ def ladder(rounds: int) -> list[tuple[str, float]]:
         ),
         ("Python with site (-c pass)", [python, "-c", "pass"]),
         ("+ import re (the console script's)", [python, "-c", "import re"]),
-        ("+ import shimd.launcher", [python, "-c", "import re, shimd.launcher"]),
+        (
+            "+ import shimd.shim.launcher",
+            [python, "-c", "import re, shimd.shim.launcher"],
+        ),
         (
             "+ import ctypes; CDLL(None) (delete)",
-            [python, "-c", "import re, shimd.launcher, ctypes; ctypes.CDLL(None)"],
+            [python, "-c", "import re, shimd.shim.launcher, ctypes; ctypes.CDLL(None)"],
         ),
         ("shimd binary -v", [SHIMD_SHIM.binary, "-v"]),
         ("Go shim -v", [GO_SHIM.binary, "-v"]),
@@ -142,7 +145,7 @@ _IMPORT_LINE = re.compile(r"import time:\s+(\d+) \|\s+(\d+) \| (\s*)(\S+)")
 
 def importTimes(rounds: int) -> list[tuple[str, float, float]]:
     """
-    C{-X importtime} of C{import re, shimd.launcher}: median self and
+    C{-X importtime} of C{import re, shimd.shim.launcher}: median self and
     cumulative ms of the modules in L{IMPORTED}.
     """
     python = interpreterOf(SHIMD_SHIM.binary)
@@ -151,7 +154,7 @@ def importTimes(rounds: int) -> list[tuple[str, float, float]]:
     }
     for _ in range(rounds):
         result = subprocess.run(
-            [python, "-X", "importtime", "-c", "import re, shimd.launcher"],
+            [python, "-X", "importtime", "-c", "import re, shimd.shim.launcher"],
             env=environment(),
             capture_output=True,
             text=True,
@@ -250,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"start-up ladder (median ms of {options.rounds} interleaved runs):")
     for label, value in ladder(options.rounds):
         print(f"  {label:44} {value:7.1f}")
-    print("\nimports of re and shimd.launcher (-X importtime, median ms):")
+    print("\nimports of re and shimd.shim.launcher (-X importtime, median ms):")
     print(f"  {'module':24} {'self':>7} {'cumulative':>11}")
     for name, own, cumulative in importTimes(options.rounds):
         print(f"  {name:24} {own:7.2f} {cumulative:11.2f}")

@@ -5,7 +5,7 @@ which processes are shims at all.
 
 A shim is found by its working directory, the bundle of the container that
 started it: forked shimd daemons carry the fork server's command line
-(C{python -m shimd.forkserver ...}), so the command line cannot tell them
+(C{python -m shimd.shim.forkserver ...}), so the command line cannot tell them
 apart, but every shim, Go or Python, runs in its bundle.
 """
 
@@ -16,7 +16,7 @@ import os
 from tests.e2e import host
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-FORK_SERVER_MODULE = "shimd.forkserver"
+FORK_SERVER_MODULE = "shimd.shim.forkserver"
 
 
 def memory(pid: int) -> dict[str, int]:

@@ -46,7 +46,7 @@ class IShimPlugin(Interface):
             plugins this one requires.
         @return: the instance, which provides the interfaces its type implies
             (L{ITTRPCService} for C{io.containerd.ttrpc.v1}, for example).
-        @raise shimd.plugin.SkipPlugin: to leave this plugin out, e.g. where
+        @raise shimd.shim.plugin.SkipPlugin: to leave this plugin out, e.g. where
             the platform lacks what it needs.
         """
 
@@ -57,14 +57,14 @@ class IPluginContext(Interface):
     """
 
     reactor = Attribute("The reactor the shim runs on.")
-    config = Attribute("The shim's configuration: a L{shimd.config.ShimConfig}.")
+    config = Attribute("The shim's configuration: a L{shimd.shim.config.ShimConfig}.")
 
     def get(type: str, id: str | None = None) -> object:
         """
         The instance of the initialised plugin of C{type} and C{id}, or of the
         only one of C{type} when C{id} is L{None}.
 
-        @raise shimd.plugin.PluginError: when there is none, or several.
+        @raise shimd.shim.plugin.PluginError: when there is none, or several.
         """
 
     def getAll(type: str) -> dict[str, object]:

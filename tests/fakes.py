@@ -33,8 +33,8 @@ from zope.interface import implementer
 
 from shimd.interfaces import IPublisher, IShutdown
 from shimd.protos import cgroups_v1_pb2
-from shimd.reaper import Reaper
-from shimd.stdio import StdioError
+from shimd.runc.stdio import StdioError
+from shimd.shim.reaper import Reaper
 
 
 class FakeProcessTransport:
@@ -251,7 +251,7 @@ class RuncCall:
 
 class FakeRunc:
     """
-    A spawner (L{shimd.runc.Spawner}) that checks each command line against
+    A spawner (L{shimd.runc.client.Spawner}) that checks each command line against
     the next expectation and plays it.
 
     @ivar calls: every command spawned, in order.
@@ -405,7 +405,7 @@ class FakeShutdown:
 
 class FakeIO:
     """
-    A process's stdio (L{shimd.stdio.ProcessIO}'s interface) without
+    A process's stdio (L{shimd.runc.stdio.ProcessIO}'s interface) without
     descriptors: records what the container asks of it.
 
     @ivar drained: what L{waitDrained} returns; a test may set an unfired
@@ -471,7 +471,7 @@ class FakeIO:
 
 class FakeIOFactory:
     """
-    Stands in for L{shimd.stdio.createIO}: makes L{FakeIO}s and keeps them.
+    Stands in for L{shimd.runc.stdio.createIO}: makes L{FakeIO}s and keeps them.
 
     @ivar ios: every stdio made, in order.
     @ivar failWith: when set, the next stdio fails with this message.
@@ -504,7 +504,7 @@ class FakeIOFactory:
 
 class FakeMounts:
     """
-    Stands in for L{shimd.mount.mountAll} and L{shimd.mount.unmountAll}.
+    Stands in for L{shimd.runc.mount.mountAll} and L{shimd.runc.mount.unmountAll}.
 
     @ivar calls: C{("mount", [(type, source, options), ...], target)} and
         C{("unmount", target)}, in order.
@@ -528,7 +528,7 @@ class FakeMounts:
 
 class FakeCgroup:
     """
-    A container's cgroup (L{shimd.cgroups.ICgroup}'s interface) with fixed
+    A container's cgroup (L{shimd.runc.cgroups.ICgroup}'s interface) with fixed
     statistics.
     """
 

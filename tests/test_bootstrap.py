@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_bootstrap -*-
 """
-Tests for L{shimd.bootstrap}: the two forms of C{start}'s stdin (containerd
+Tests for L{shimd.shim.bootstrap}: the two forms of C{start}'s stdin (containerd
 2.3's C{BootstrapParams}, and the bare options C{Any} of 1.6 to 2.2) and the
 C{-info} answer, checked against byte vectors built by hand from the field
 tables of containerd-2.md and against our generated classes.
@@ -16,8 +16,9 @@ from google.protobuf import any_pb2
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from shimd import RUNTIME_NAME, __version__, bootstrap, wire
+from shimd import RUNTIME_NAME, __version__, wire
 from shimd.protos import bootstrap_pb2, introspection_pb2, runc_options_pb2
+from shimd.shim import bootstrap
 
 
 def field(number: int, payload: bytes) -> bytes:
@@ -223,7 +224,7 @@ class InfoCommandTests(SynchronousTestCase):
 
     def runInfo(self, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [sys.executable, "-m", "shimd.launcher", "-info"],
+            [sys.executable, "-m", "shimd.shim.launcher", "-info"],
             input=stdin,
             capture_output=True,
             check=False,

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_cgroups -*-
 """
-Tests for L{shimd.cgroups}: mode detection, loading a process's cgroup,
+Tests for L{shimd.runc.cgroups}: mode detection, loading a process's cgroup,
 v1 and v2 statistics from fixture trees, the OOM watchers on a real
 reactor, and (as root on a cgroup v1 host) the real thing.
 """
@@ -26,7 +26,8 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from shimd.cgroups import (
+from shimd.protos import cgroups_v1_pb2, cgroups_v2_pb2
+from shimd.runc.cgroups import (
     MAX_UINT32,
     MAX_UINT64,
     V1_TYPE_URL,
@@ -47,7 +48,6 @@ from shimd.cgroups import (
     parseProcCgroup,
     parseUint,
 )
-from shimd.protos import cgroups_v1_pb2, cgroups_v2_pb2
 
 
 def words(text: str) -> list[str]:

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_daemon -*-
 """
-Tests for L{shimd.daemon}, with real processes: the daemon C{start} spawns,
+Tests for L{shimd.shim.daemon}, with real processes: the daemon C{start} spawns,
 as containerd and C{ctr} see it, and the same service under C{twistd -n
 shim}.
 
@@ -30,8 +30,8 @@ from twisted.internet.task import deferLater
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from shimd import RUNTIME_NAME
-from shimd.daemon import StartupReport
 from shimd.protos import task_pb2
+from shimd.shim.daemon import StartupReport
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.status import ConnectionClosed
 from tests.test_tap import pluginEnvironment, twistdCommand
@@ -307,7 +307,7 @@ class LaunchedDaemonTests(DaemonTestCase):
             [
                 sys.executable,
                 "-m",
-                "shimd.launcher",
+                "shimd.shim.launcher",
                 "-namespace",
                 NAMESPACE,
                 "-address",
@@ -368,7 +368,7 @@ class LaunchedDaemonTests(DaemonTestCase):
         it has its log fifo and its socket, and closes it; with
         C{SHIMD_SPAWNED_COLD} it logs the reason at the level given.
         """
-        from shimd import launcher
+        from shimd.shim import launcher
 
         listener = launcher.listen(self.address)
         assert listener is not None
@@ -385,7 +385,7 @@ class LaunchedDaemonTests(DaemonTestCase):
             os.close(listening)
             os.close(writeEnd)
 
-        command = [sys.executable, "-m", "shimd.launcher", "-namespace", NAMESPACE]
+        command = [sys.executable, "-m", "shimd.shim.launcher", "-namespace", NAMESPACE]
         daemon = subprocess.Popen(
             [*command, "-id", ID, "-address", self.containerd],
             cwd=self.bundle,

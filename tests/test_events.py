@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_events -*-
 """
-Tests for L{shimd.events}: the publisher that forwards task events to
+Tests for L{shimd.shim.events}: the publisher that forwards task events to
 containerd's C{Events.Forward}, one at a time, in order, retrying while
 containerd is away, held to C{events.md}.
 """
@@ -28,8 +28,10 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from shimd.config import ShimConfig
-from shimd.events import (
+from shimd.interfaces import IPublisher
+from shimd.protos import events_pb2, events_service_pb2, status_pb2, ttrpc_pb2
+from shimd.shim.config import ShimConfig
+from shimd.shim.events import (
     FIRST_RETRY_DELAY,
     FORWARD_TIMEOUT,
     MAX_REFUSALS,
@@ -38,10 +40,8 @@ from shimd.events import (
     anyOf,
     publisherPlugin,
 )
-from shimd.interfaces import IPublisher
-from shimd.plugin import EVENT_PLUGIN, PluginContext
-from shimd.protos import events_pb2, events_service_pb2, status_pb2, ttrpc_pb2
-from shimd.shutdown import CALLBACK_TIMEOUT, ShutdownService
+from shimd.shim.plugin import EVENT_PLUGIN, PluginContext
+from shimd.shim.shutdown import CALLBACK_TIMEOUT, ShutdownService
 from shimd.ttrpc.client import TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.framing import (
     HEADER_SIZE,
@@ -248,7 +248,7 @@ class EventPublisherTests(SynchronousTestCase):
             formatEvent(event)
             for event in self.logged
             if event["log_level"] == level
-            and event.get("log_namespace") == "shimd.events.EventPublisher"
+            and event.get("log_namespace") == "shimd.shim.events.EventPublisher"
         ]
 
     def test_interface(self) -> None:

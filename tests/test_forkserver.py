@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_forkserver -*-
 """
-Tests for L{shimd.forkserver}: the warm process that forks shim daemons, and
+Tests for L{shimd.shim.forkserver}: the warm process that forks shim daemons, and
 C{start}'s use of it.
 """
 
@@ -18,8 +18,8 @@ import time
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from shimd import forkserver, launcher
 from shimd.protos import task_pb2, ttrpc_pb2
+from shimd.shim import forkserver, launcher
 from shimd.ttrpc.framing import REQUEST, RESPONSE, FrameReceiver, encodeFrame
 
 
@@ -305,7 +305,7 @@ class ServerTests(SynchronousTestCase):
             [
                 sys.executable,
                 "-c",
-                "import sys; from shimd.forkserver import serve; "
+                "import sys; from shimd.shim.forkserver import serve; "
                 "serve(sys.argv[1], float(sys.argv[2]))",
                 self.path,
                 "30",

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_launcher -*-
 """
-Tests for L{shimd.launcher}: the C{start}, C{delete} and C{-v} actions
+Tests for L{shimd.shim.launcher}: the C{start}, C{delete} and C{-v} actions
 containerd (or a human) runs, held to the Go shim's contract in
 C{shim-cli.md}.
 """
@@ -24,9 +24,11 @@ from google.protobuf import any_pb2
 from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-from shimd import RUNTIME_NAME, __version__, bootstrap, launcher, wire
-from shimd.launcher import LaunchError
+import shimd
+from shimd import RUNTIME_NAME, __version__, wire
 from shimd.protos import runc_options_pb2, task_pb2
+from shimd.shim import bootstrap, launcher
+from shimd.shim.launcher import LaunchError
 
 # The argv containerd 1.6 passes, as observed (shim-cli.md section 2).
 START_ARGV = [
@@ -840,16 +842,16 @@ class DaemonCommandTests(SynchronousTestCase):
 
     def test_module(self) -> None:
         """
-        Run as a module file, the daemon is C{python -m shimd.launcher}, with
+        Run as a module file, the daemon is C{python -m shimd.shim.launcher}, with
         C{-debug} when asked.
         """
-        self.patch(sys, "argv", ["/src/shimd/launcher.py"])
+        self.patch(sys, "argv", ["/src/shimd/shim/launcher.py"])
         self.assertEqual(
             launcher.daemonCommand(self.flags("-debug")),
             [
                 sys.executable,
                 "-m",
-                "shimd.launcher",
+                "shimd.shim.launcher",
                 "-namespace",
                 "ns",
                 "-id",
@@ -1200,8 +1202,8 @@ class MainTests(SynchronousTestCase):
 DELETE_SCRIPT = """\
 import json, sys
 before = set(sys.modules)
-import shimd.launcher
-status = shimd.launcher.main(sys.argv[1:])
+import shimd.shim.launcher
+status = shimd.shim.launcher.main(sys.argv[1:])
 sys.stdout.flush()
 loaded = sorted(set(sys.modules) - before)
 sys.stderr.write("\\n" + json.dumps({"status": status, "loaded": loaded}) + "\\n")
@@ -1214,7 +1216,7 @@ import json, os, select, signal, sys
 config = json.loads(sys.argv[1])
 sys.argv = [config["daemon"]]
 before = set(sys.modules)
-import shimd.launcher as launcher
+import shimd.shim.launcher as launcher
 flags = launcher.parseFlags(config["argv"])
 address = launcher.start(flags, b"", config["bundle"], socketDir=config["socketDir"])
 loaded = sorted(set(sys.modules) - before)
@@ -1269,7 +1271,7 @@ class LightweightTests(SynchronousTestCase):
     def runChild(
         self, script: str, arguments: list[str], cwd: str
     ) -> tuple[bytes, str]:
-        source = os.path.dirname(os.path.dirname(os.path.abspath(launcher.__file__)))
+        source = os.path.dirname(os.path.dirname(os.path.abspath(shimd.__file__)))
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             filter(None, [source, environment.get("PYTHONPATH")])

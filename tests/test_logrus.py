@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_logrus -*-
 """
-Tests for L{shimd.logrus}: logrus text lines, written to the shim's log fifo
+Tests for L{shimd.shim.logrus}: logrus text lines, written to the shim's log fifo
 without ever blocking.
 """
 
@@ -13,7 +13,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from shimd.logrus import LogrusObserver, formatLine, formatTime, quote
+from shimd.shim.logrus import LogrusObserver, formatLine, formatTime, quote
 
 FIELDS = {"namespace": "sxref", "pid": "42", "runtime": "io.containerd.pyrunc.v2"}
 

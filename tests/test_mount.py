@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_mount -*-
 """
-Tests for L{shimd.mount}: the option parser against containerd 1.6's
+Tests for L{shimd.runc.mount}: the option parser against containerd 1.6's
 C{parseMountOptions}, the system calls each mount makes (recorded, so that no
 root is needed), and real mounts in temporary directories when run as root.
 """
@@ -17,8 +17,9 @@ from collections.abc import Sequence
 
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
-import shimd.mount
-from shimd.mount import (
+import shimd.runc.mount
+from shimd.protos.mount_pb2 import Mount
+from shimd.runc.mount import (
     MNT_DETACH,
     MS_BIND,
     MS_DIRSYNC,
@@ -50,7 +51,6 @@ from shimd.mount import (
     parseOptions,
     unmountAll,
 )
-from shimd.protos.mount_pb2 import Mount
 
 Call = tuple[object, ...]
 
@@ -231,10 +231,10 @@ class ConstantsTests(SynchronousTestCase):
         ):
             shift = re.fullmatch(r"\(1\s*<<\s*(\d+)\)", value)
             values[name] = 1 << int(shift.group(1)) if shift else int(value)
-        defined = [name for name in dir(shimd.mount) if name.startswith("MS_")]
+        defined = [name for name in dir(shimd.runc.mount) if name.startswith("MS_")]
         self.assertEqual(len(defined), 19)
         for name in defined:
-            self.assertEqual(getattr(shimd.mount, name), values[name], name)
+            self.assertEqual(getattr(shimd.runc.mount, name), values[name], name)
 
 
 class ErrorTextTests(SynchronousTestCase):
@@ -576,7 +576,9 @@ class MountCallsTests(SynchronousTestCase):
         ]
         for options, compacted in cases:
             self.assertEqual(
-                shimd.mount._wouldCompact(options), compacted, f"options {options!r}"
+                shimd.runc.mount._wouldCompact(options),
+                compacted,
+                f"options {options!r}",
             )
 
 
@@ -925,7 +927,7 @@ class RealMountTests(SynchronousTestCase):
             f"workdir={self.directory('work')}",
         ]
         self.assertGreaterEqual(sum(map(len, options)), PAGE_SIZE - 512)
-        self.assertTrue(shimd.mount._wouldCompact(options))
+        self.assertTrue(shimd.runc.mount._wouldCompact(options))
         mount("overlay", "overlay", self.target, options)
         self.assertEqual(self.readFile(os.path.join(self.target, "bottom")), "bottom")
         unmountAll(self.target)

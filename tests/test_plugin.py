@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_plugin -*-
 """
-Tests for L{shimd.plugin}: registration, dependency order, initialisation
+Tests for L{shimd.shim.plugin}: registration, dependency order, initialisation
 and discovery of third-party plugins.
 """
 
@@ -20,9 +20,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import shimd.plugins
-from shimd.config import ShimConfig
 from shimd.interfaces import IPluginContext, IShimPlugin
-from shimd.plugin import (
+from shimd.shim.config import ShimConfig
+from shimd.shim.plugin import (
     ALL_TYPES,
     EVENT_PLUGIN,
     INTERNAL_PLUGIN,

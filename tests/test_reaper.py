@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_reaper -*-
 """
-Tests for L{shimd.reaper}: exits routed to their watchers through a fake
+Tests for L{shimd.shim.reaper}: exits routed to their watchers through a fake
 process table, exits kept while a launch is in progress, Twisted's own
 children left to Twisted, and one real run in a child process that becomes a
 subreaper.
@@ -19,7 +19,7 @@ from twisted.internet.defer import CancelledError
 from twisted.internet.utils import getProcessOutputAndValue
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
-from shimd.reaper import Exit, Reaper, exitStatus
+from shimd.shim.reaper import Exit, Reaper, exitStatus
 
 WAITID_OPTIONS = os.WEXITED | os.WNOHANG | os.WNOWAIT
 CORE_DUMPED = 0x80
@@ -490,7 +490,7 @@ import sys
 from twisted.internet import defer, protocol, reactor
 from twisted.internet.task import deferLater
 
-from shimd.reaper import Reaper
+from shimd.shim.reaper import Reaper
 
 # Forks a grandchild, waits until it has exited (without reaping it), prints
 # its pid and exits 3: the zombie grandchild is re-parented to the subreaper.

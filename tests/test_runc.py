@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_runc -*-
 """
-Tests for L{shimd.runc}: every command line the shim gives runc, checked
+Tests for L{shimd.runc.client}: every command line the shim gives runc, checked
 against the Go shim's (runc.md section 2) with a spawner that fakes runc by
 expectation, in the style of Buildbot's C{ExpectMasterShell}; the error texts
 (section 3); and one run of the real runc, when it is installed.
@@ -31,8 +31,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
-import shimd.runc
-from shimd.runc import (
+import shimd.runc.client
+from shimd.runc.client import (
     LOG_TAIL,
     Runc,
     RuncError,
@@ -252,7 +252,7 @@ class RuncTestsMixin:
                 os.environ["PATH"] = oldPath
 
         test.addCleanup(restorePath)
-        test.patch(shimd.runc, "_executables", {})
+        test.patch(shimd.runc.client, "_executables", {})
         self.spawner = ExpectSpawner(test, self.executable)
         test.addCleanup(self.spawner.assertAllRun)
         self.runc = self.makeRunc()
@@ -1289,8 +1289,8 @@ class LastRuntimeErrorTests(SynchronousTestCase):
             f.read = recordedRead  # type: ignore[method-assign]
             return f
 
-        shimd.runc.open = recordingOpen  # type: ignore[attr-defined]
-        self.addCleanup(delattr, shimd.runc, "open")
+        shimd.runc.client.open = recordingOpen  # type: ignore[attr-defined]
+        self.addCleanup(delattr, shimd.runc.client, "open")
         self.assertEqual(lastRuntimeError(self.path), "recent")
         self.assertEqual(sum(read), LOG_TAIL)
 

@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_service -*-
 """
-Tests for L{shimd.service}: the shim service that initialises the plugins,
+Tests for L{shimd.shim.service}: the shim service that initialises the plugins,
 serves their ttrpc services on an owner-only unix socket, and on the way out
 runs the shutdown callbacks and removes the socket.
 """
@@ -23,18 +23,18 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from shimd.config import ShimConfig
 from shimd.interfaces import IPluginContext, IShutdown, ITTRPCService
-from shimd.plugin import (
+from shimd.protos import task_pb2
+from shimd.shim.config import ShimConfig
+from shimd.shim.plugin import (
     EVENT_PLUGIN,
     INTERNAL_PLUGIN,
     TTRPC_PLUGIN,
     PluginError,
     Registration,
 )
-from shimd.protos import task_pb2
-from shimd.service import Listener, ShimService, listenerFromFD, listenerFromPath
-from shimd.shutdown import ShutdownService
+from shimd.shim.service import Listener, ShimService, listenerFromFD, listenerFromPath
+from shimd.shim.shutdown import ShutdownService
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.server import CallContext, ServiceRegistry
 

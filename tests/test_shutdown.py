@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_shutdown -*-
 """
-Tests for L{shimd.shutdown}: the internal shutdown service, which ends the
+Tests for L{shimd.shim.shutdown}: the internal shutdown service, which ends the
 shim once, after its callbacks, within a bounded time.
 """
 
@@ -15,10 +15,10 @@ from twisted.logger import ILogObserver, LogLevel, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-from shimd.config import ShimConfig
 from shimd.interfaces import IShutdown
-from shimd.plugin import INTERNAL_PLUGIN, PluginContext
-from shimd.shutdown import CALLBACK_TIMEOUT, ShutdownService, shutdownPlugin
+from shimd.shim.config import ShimConfig
+from shimd.shim.plugin import INTERNAL_PLUGIN, PluginContext
+from shimd.shim.shutdown import CALLBACK_TIMEOUT, ShutdownService, shutdownPlugin
 
 
 class ShutdownServiceTests(SynchronousTestCase):

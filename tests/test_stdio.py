@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_stdio -*-
 """
-Tests for L{shimd.stdio}: the copies between a process's pipes or pty and
+Tests for L{shimd.runc.stdio}: the copies between a process's pipes or pty and
 the client's fifos, with real descriptors (pipes, fifos in a temporary
 directory, ptys, a unix socket, a logging binary) under the real reactor,
 and back-pressure driven step by step under a fake one.
@@ -29,8 +29,8 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 
-from shimd.runc import reactorSpawner
-from shimd.stdio import (
+from shimd.runc.client import reactorSpawner
+from shimd.runc.stdio import (
     CHUNK,
     CONSOLE_TIMEOUT,
     DRAIN_IDLE,

@@ -1,7 +1,7 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-Tests for L{shimd.tap} and the C{shim} twistd plugin: the options of
-C{twistd shim}, the configuration they make, and L{shimd.tap.makeService}.
+Tests for L{shimd.shim.tap} and the C{shim} twistd plugin: the options of
+C{twistd shim}, the configuration they make, and L{shimd.shim.tap.makeService}.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import shimd
-from shimd.config import ShimConfig
-from shimd.service import ShimService
-from shimd.tap import Options, makeService
+from shimd.shim.config import ShimConfig
+from shimd.shim.service import ShimService
+from shimd.shim.tap import Options, makeService
 
 # The directory holding both shimd/ and twisted/plugins/shimd_plugin.py.
 SOURCE_ROOT = os.path.dirname(os.path.dirname(os.path.abspath(shimd.__file__)))
@@ -256,7 +256,7 @@ class PluginTests(SynchronousTestCase):
     def test_found(self) -> None:
         """
         L{getPlugins} finds an L{IServiceMaker} with the tapname C{shim}, whose
-        options and service come from L{shimd.tap}.
+        options and service come from L{shimd.shim.tap}.
         """
         if SOURCE_ROOT not in sys.path:
             # See pluginEnvironment.
@@ -269,7 +269,7 @@ class PluginTests(SynchronousTestCase):
     def test_importIsLight(self) -> None:
         """
         Importing the plugin module, as twistd's plugin scan does, imports
-        nothing of shimd: not L{shimd.tap}, not L{shimd.service}.
+        nothing of shimd: not L{shimd.shim.tap}, not L{shimd.shim.service}.
         """
         code = (
             "import sys, twisted.plugins.shimd_plugin\n"

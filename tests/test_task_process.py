@@ -1,6 +1,6 @@
 # -*- test-case-name: tests.test_task_process -*-
 """
-Tests for L{shimd.task.process}: the init and exec state machines, on their
+Tests for L{shimd.runc.task.process}: the init and exec state machines, on their
 own. Every state is tried against every operation, and the refusals are
 compared with the Go shim's (C{pkg/process/init_state.go},
 C{exec_state.go}, C{deleted_state.go}).
@@ -12,8 +12,7 @@ from twisted.internet.defer import CancelledError
 from twisted.trial.unittest import SynchronousTestCase
 
 from shimd.protos import task_types_pb2
-from shimd.reaper import Exit
-from shimd.task.process import (
+from shimd.runc.task.process import (
     GO_ZERO_TIME_SECONDS,
     STATUS,
     ExecProcess,
@@ -21,6 +20,7 @@ from shimd.task.process import (
     Process,
     State,
 )
+from shimd.shim.reaper import Exit
 from shimd.ttrpc.status import Code, TTRPCError
 
 OPERATIONS = (

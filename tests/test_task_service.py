@@ -1,9 +1,9 @@
 # -*- test-case-name: tests.test_task_service -*-
 """
-Tests for L{shimd.task.service} and L{shimd.task.container}: the
+Tests for L{shimd.runc.task.service} and L{shimd.runc.task.container}: the
 C{containerd.task.v2.Task} handlers, called directly with request messages,
 against runc faked by expectation (L{tests.fakes.FakeRunc}), a real
-L{shimd.reaper.Reaper} fed by a fake kernel, and a recording publisher.
+L{shimd.shim.reaper.Reaper} fed by a fake kernel, and a recording publisher.
 
 Each test states the runc command lines it expects, in order; a command that
 was not expected, or an expected one that did not run, fails the test.
@@ -24,12 +24,9 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import shimd.runc
-import shimd.task.container
-from shimd import cgroups, mount
-from shimd.config import ShimConfig
+import shimd.runc.client
+import shimd.runc.task.container
 from shimd.interfaces import IPublisher, IShutdown, ITTRPCService
-from shimd.plugin import EVENT_PLUGIN, INTERNAL_PLUGIN, PluginContext
 from shimd.protos import (
     events_pb2,
     mount_pb2,
@@ -37,9 +34,12 @@ from shimd.protos import (
     task_pb2,
     task_types_pb2,
 )
-from shimd.task.container import DRAIN_TIMEOUT, EXEC_EXIT_WAIT, Environment
-from shimd.task.process import GO_ZERO_TIME_SECONDS
-from shimd.task.service import TaskService, taskPlugin
+from shimd.runc import cgroups, mount
+from shimd.runc.task.container import DRAIN_TIMEOUT, EXEC_EXIT_WAIT, Environment
+from shimd.runc.task.process import GO_ZERO_TIME_SECONDS
+from shimd.runc.task.service import TaskService, taskPlugin
+from shimd.shim.config import ShimConfig
+from shimd.shim.plugin import EVENT_PLUGIN, INTERNAL_PLUGIN, PluginContext
 from shimd.ttrpc.server import CallContext
 from shimd.ttrpc.status import Code, TTRPCError
 from tests.fakes import (
@@ -90,7 +90,7 @@ class TaskServiceTestCase(SynchronousTestCase):
     @ivar publisher: records the events.
     @ivar stdio: makes the processes' L{FakeIO}s.
     @ivar mounts: records rootfs mounts.
-    @ivar cgroups: the cgroup L{shimd.cgroups.loadCgroup} gives each pid.
+    @ivar cgroups: the cgroup L{shimd.runc.cgroups.loadCgroup} gives each pid.
     """
 
     def setUp(self) -> None:
@@ -104,10 +104,10 @@ class TaskServiceTestCase(SynchronousTestCase):
         self.patch(mount, "mountAll", self.mounts.mountAll)
         self.patch(mount, "unmountAll", self.mounts.unmountAll)
         self.stdio = FakeIOFactory()
-        self.patch(shimd.task.container, "createIO", self.stdio)
+        self.patch(shimd.runc.task.container, "createIO", self.stdio)
         self.cgroups: dict[int, Any] = {}
         self.patch(cgroups, "loadCgroup", self.loadCgroup)
-        self.patch(shimd.runc, "_which", self.which)
+        self.patch(shimd.runc.client, "_which", self.which)
         self.killed: list[tuple[int, int]] = []
         self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.root)
@@ -818,7 +818,7 @@ class CreateTests(TaskServiceTestCase):
         When the stdio cannot be connected after runc create, C{Create}
         fails, the stdio is closed and no C{/tasks/create} is published.
         """
-        from shimd.stdio import StdioError
+        from shimd.runc.stdio import StdioError
 
         bundle = self.bundle()
 
@@ -2923,6 +2923,6 @@ class OOMTests(TaskServiceTestCase):
 
 
 def _registration(type: str, id: str) -> Any:
-    from shimd.plugin import Registration
+    from shimd.shim.plugin import Registration
 
     return Registration(type, id, lambda context: None)

@@ -87,8 +87,8 @@ class DeployTests(TestCase):
         C{deploy/runc-options.toml} is a file of runc options shimd reads
         through C{runtimeoptions.v1.Options}.
         """
-        from shimd.bootstrap import runcOptionsFromFile
         from shimd.protos import runc_options_pb2
+        from shimd.shim.bootstrap import runcOptionsFromFile
 
         options = runc_options_pb2.Options.FromString(
             runcOptionsFromFile(os.path.join(DEPLOY, "runc-options.toml"))

@@ -345,7 +345,7 @@ class PodTestsMixin(_Base):
         no other shim process of our containerd in C{k8s.io}.
 
         A shimd daemon forked by its fork server shows C{python -m
-        shimd.forkserver} as its command line, so shims are found by their
+        shimd.shim.forkserver} as its command line, so shims are found by their
         socket and working directory as well as by their arguments.
         Processes the shim itself started (a C{runc} call, which works in the
         shim's directory) are not other shims.

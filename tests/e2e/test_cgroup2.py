@@ -28,7 +28,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
-from shimd import cgroups
+from shimd.runc import cgroups
 from tests.e2e import host
 from tests.e2e.base import E2EMixin
 from tests.e2e.containerd import parseProcessList, waitUntil

@@ -27,7 +27,7 @@ from tests.e2e.containerd import (
 from tests.e2e.rootfs import busyboxRootfs
 from tests.e2e.runtimes import SHIMD, missingPrerequisites
 
-FORK_SERVER_MODULE = "shimd.forkserver"
+FORK_SERVER_MODULE = "shimd.shim.forkserver"
 CGROUP_ROOT = "/sys/fs/cgroup"
 NOFILE = 4096
 

@@ -7,7 +7,7 @@ from twisted.application.service import ServiceMaker
 
 shim = ServiceMaker(
     "shimd",
-    "shimd.tap",
+    "shimd.shim.tap",
     "A containerd runtime shim serving the task API over ttrpc, on runc.",
     "shim",
 )

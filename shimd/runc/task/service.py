@@ -23,15 +23,15 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from shimd.events import anyOf
 from shimd.interfaces import IPluginContext, IPublisher, IShutdown, ITTRPCService
-from shimd.plugin import EVENT_PLUGIN, INTERNAL_PLUGIN, TTRPC_PLUGIN, Registration
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
-from shimd.reaper import Reaper
-from shimd.runc import reactorSpawner
-from shimd.task import errors
-from shimd.task.container import Container, Environment, decodeOptions
-from shimd.task.process import Process, State
+from shimd.runc.client import reactorSpawner
+from shimd.runc.task import errors
+from shimd.runc.task.container import Container, Environment, decodeOptions
+from shimd.runc.task.process import Process, State
+from shimd.shim.events import anyOf
+from shimd.shim.plugin import EVENT_PLUGIN, INTERNAL_PLUGIN, TTRPC_PLUGIN, Registration
+from shimd.shim.reaper import Reaper
 from shimd.ttrpc.server import CallContext, ServiceRegistry
 
 TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["Task"]
@@ -319,7 +319,7 @@ class TaskService:
 
 
 def _initialise(context: IPluginContext) -> TaskService:
-    from shimd import cgroups
+    from shimd.runc import cgroups
 
     reactor = context.reactor
     publisher = IPublisher(context.get(EVENT_PLUGIN))

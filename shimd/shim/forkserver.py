@@ -50,7 +50,7 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from shimd.launcher import sha256
+from shimd.shim.launcher import sha256
 
 SOCKET_DIR = "/run/shimd"
 IDLE_TIMEOUT = 900.0
@@ -149,7 +149,7 @@ def fingerprint(package: str | None = None) -> str:
     @param package: the package directory; shimd's own by default.
     """
     if package is None:
-        package = os.path.dirname(os.path.abspath(__file__))
+        package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     digest = sha256(f"{sys.executable}\0{package}".encode())
     for directory, subdirectories, files in os.walk(package):
         subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
@@ -409,7 +409,7 @@ class Forked:
     @ivar proc: a descriptor of its C{/proc/PID} directory, which refers to
         this process only (never to a later one with the same pid).
     @ivar status: the connection on which the daemon reports that it
-        started (L{shimd.daemon.StartupReport}).
+        started (L{shimd.shim.daemon.StartupReport}).
     """
 
     def __init__(self, pid: int, proc: int, status: _socket.socket) -> None:
@@ -565,7 +565,7 @@ def spawnServer(path: str) -> None:
     devnull = os.devnull
     os.posix_spawn(
         sys.executable,
-        [sys.executable, "-m", "shimd.forkserver", path],
+        [sys.executable, "-m", "shimd.shim.forkserver", path],
         {k: v for k, v in os.environ.items() if k != DISABLE_VARIABLE},
         file_actions=[
             (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
@@ -621,11 +621,11 @@ def preload() -> None:
     import twisted.logger
     import twisted.python.usage  # noqa: F401
 
-    import shimd.daemon
-    import shimd.logrus
-    import shimd.service
-    import shimd.tap  # noqa: F401
-    from shimd.plugin import PluginRegistry, builtinPlugins
+    import shimd.shim.daemon
+    import shimd.shim.logrus
+    import shimd.shim.service
+    import shimd.shim.tap  # noqa: F401
+    from shimd.shim.plugin import PluginRegistry, builtinPlugins
 
     builtinPlugins()
     PluginRegistry().discover()
@@ -662,8 +662,8 @@ def _becomeDaemon(
             return 0
     except OSError:
         return 0
-    from shimd.daemon import runFromLauncher
-    from shimd.launcher import LISTEN_FD, READY_FD, READY_VARIABLE, parseFlags
+    from shimd.shim.daemon import runFromLauncher
+    from shimd.shim.launcher import LISTEN_FD, READY_FD, READY_VARIABLE, parseFlags
 
     os.setsid()
     os.chdir(request.cwd)
@@ -722,7 +722,7 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     the one C{path} names.
     """
     os.chdir("/")
-    from shimd.launcher import canConnect, listen
+    from shimd.shim.launcher import canConnect, listen
 
     context = contextFingerprint()
     if not path.endswith(f"-{context}.sock") or canConnect(path):

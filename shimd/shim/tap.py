@@ -12,7 +12,7 @@ from typing import Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from shimd.config import ShimConfig
+from shimd.shim.config import ShimConfig
 
 
 class Options(usage.Options):
@@ -85,7 +85,7 @@ def makeService(options: Options, reactor: Any = None) -> IService:
     if reactor is None:
         from twisted.internet import reactor
 
-    from shimd.service import ShimService, listenerFromFD, listenerFromPath
+    from shimd.shim.service import ShimService, listenerFromFD, listenerFromPath
 
     if options["socket-fd"] is not None:
         listener = listenerFromFD(options["socket-fd"])

@@ -17,9 +17,9 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from shimd.protos import task_types_pb2
-from shimd.reaper import Exit
-from shimd.stdio import ProcessIO
-from shimd.task import errors
+from shimd.runc.stdio import ProcessIO
+from shimd.runc.task import errors
+from shimd.shim.reaper import Exit
 
 GO_ZERO_TIME_SECONDS = -62135596800
 

@@ -18,10 +18,10 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from shimd.config import ShimConfig
 from shimd.interfaces import IShimPlugin, IShutdown, ITTRPCService
-from shimd.launcher import SOCKET_MODE, listen
-from shimd.plugin import (
+from shimd.shim.config import ShimConfig
+from shimd.shim.launcher import SOCKET_MODE, listen
+from shimd.shim.plugin import (
     INTERNAL_PLUGIN,
     TTRPC_PLUGIN,
     PluginContext,

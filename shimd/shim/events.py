@@ -28,8 +28,8 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from shimd.interfaces import IPluginContext, IPublisher
-from shimd.plugin import EVENT_PLUGIN, Registration
 from shimd.protos import events_service_pb2
+from shimd.shim.plugin import EVENT_PLUGIN, Registration
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.status import Code, TTRPCError
 

@@ -20,10 +20,10 @@ from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
 from shimd import RUNTIME_NAME
-from shimd.launcher import COLD_VARIABLE, LISTEN_FD, READY_VARIABLE
+from shimd.shim.launcher import COLD_VARIABLE, LISTEN_FD, READY_VARIABLE
 
 if TYPE_CHECKING:
-    from shimd.launcher import Flags
+    from shimd.shim.launcher import Flags
 
 LOG_FIFO = "log"
 READY = b"ready"
@@ -138,8 +138,8 @@ def run(
     )
     from twisted.python import usage
 
-    from shimd.logrus import LogrusObserver, quietTwisted
-    from shimd.tap import Options, makeService
+    from shimd.shim.logrus import LogrusObserver, quietTwisted
+    from shimd.shim.tap import Options, makeService
 
     options = Options()
     try:
@@ -162,7 +162,7 @@ def run(
         redirectStandardIO=False,
     )
     faulthandler.register(signal.SIGUSR1, all_threads=True)
-    log = Logger(namespace="shimd.daemon")
+    log = Logger(namespace="shimd.shim.daemon")
     if notice is not None:
         noticeLevel, message = notice
         log.emit(LogLevel.levelWithName(noticeLevel), "{message}", message=message)

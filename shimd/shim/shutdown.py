@@ -16,7 +16,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from shimd.interfaces import IPluginContext, IShutdown
-from shimd.plugin import INTERNAL_PLUGIN, Registration
+from shimd.shim.plugin import INTERNAL_PLUGIN, Registration
 
 CALLBACK_TIMEOUT = 5.0
 

@@ -28,14 +28,15 @@ from google.protobuf.message import DecodeError, Message
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
-from shimd import bootstrap, cgroups, mount
-from shimd.events import timestampFromNanoseconds
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
-from shimd.reaper import Exit, Reaper
-from shimd.runc import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
-from shimd.stdio import ProcessIO, StdioError, createIO
-from shimd.task import errors
-from shimd.task.process import ExecProcess, InitProcess, Process, State
+from shimd.runc import cgroups, mount
+from shimd.runc.client import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
+from shimd.runc.stdio import ProcessIO, StdioError, createIO
+from shimd.runc.task import errors
+from shimd.runc.task.process import ExecProcess, InitProcess, Process, State
+from shimd.shim import bootstrap
+from shimd.shim.events import timestampFromNanoseconds
+from shimd.shim.reaper import Exit, Reaper
 from shimd.ttrpc.status import TTRPCError
 
 CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
@@ -511,7 +512,7 @@ class Container:
         C{Wait} returns and would lose what the copy or the fifo still
         held. (The Go shim reports the exit at once and copies beside it,
         and loses that race now and then.) The wait is given up as soon as
-        the output makes no progress for L{shimd.stdio.DRAIN_IDLE} seconds (nobody
+        the output makes no progress for L{shimd.runc.stdio.DRAIN_IDLE} seconds (nobody
         reads it: the exit is then reported within about 0.1 s of the
         reaping), and after L{DRAIN_TIMEOUT} seconds in all.
         """

@@ -48,7 +48,7 @@ SIGKILL_STATUS = 128 + 9
 
 READY_TIMEOUT = 30.0
 # The daemon's start-up report goes to this descriptor, named by this
-# variable (L{shimd.daemon.StartupReport}).
+# variable (L{shimd.shim.daemon.StartupReport}).
 READY_VARIABLE = "SHIMD_READY_FD"
 READY_FD = 4
 # Set when the daemon was spawned without the fork server: C{LEVEL REASON},
@@ -438,7 +438,7 @@ def daemonCommand(arguments: list[str]) -> list[str]:
     """
     script = os.path.abspath(sys.argv[0])
     if script.endswith(".py") or not os.path.isfile(script):
-        return [sys.executable, "-m", "shimd.launcher", *arguments]
+        return [sys.executable, "-m", "shimd.shim.launcher", *arguments]
     return [sys.executable, script, *arguments]
 
 
@@ -449,7 +449,7 @@ class Daemon:
     @ivar pid: its pid.
     @ivar proc: a descriptor of its C{/proc/PID} directory, which refers to
         this process only (never to a later one with the same pid).
-    @ivar status: where it reports (L{shimd.daemon.StartupReport}).
+    @ivar status: where it reports (L{shimd.shim.daemon.StartupReport}).
     """
 
     def __init__(self, pid: int, proc: int, status: int) -> None:
@@ -560,7 +560,7 @@ def launchDaemon(
     Have the fork server fork the daemon or, when that fails for any
     reason, spawn it; the daemon logs the reason (L{COLD_VARIABLE}).
     """
-    from shimd import forkserver
+    from shimd.shim import forkserver
 
     if forkserver.enabled(environ):
         try:
@@ -625,7 +625,7 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
     @param socketDir: the directory of the shim sockets; only tests change it.
     @return: the address to print.
     """
-    from shimd.bootstrap import parseStartInput
+    from shimd.shim.bootstrap import parseStartInput
 
     given = parseStartInput(
         stdin,
@@ -807,7 +807,7 @@ def delete(flags: Flags, cwd: str) -> bytes:
         )
     rootfs = os.path.join(bundle, "rootfs")
     if isMountPoint(rootfs):
-        from shimd.mount import unmountAll
+        from shimd.runc.mount import unmountAll
 
         try:
             unmountAll(rootfs)
@@ -871,7 +871,7 @@ def info() -> int:
 
     @return: the exit status.
     """
-    from shimd.bootstrap import decodeOptionsAny, runcFeatures, runtimeInfo
+    from shimd.shim.bootstrap import decodeOptionsAny, runcFeatures, runtimeInfo
 
     optionsAny = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
     runc = wire.lastString(decodeOptionsAny(optionsAny), 6) or "runc"
@@ -922,7 +922,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             sys.stdout.flush()
             return 0
         if flags.action is None:
-            from shimd.daemon import runFromLauncher
+            from shimd.shim.daemon import runFromLauncher
 
             return runFromLauncher(flags)
         raise LaunchError(f"invalid action {flags.action!r}")

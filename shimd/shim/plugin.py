@@ -19,8 +19,8 @@ import attr
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from shimd.config import ShimConfig
 from shimd.interfaces import IPluginContext, IShimPlugin
+from shimd.shim.config import ShimConfig
 
 EVENT_PLUGIN = "io.containerd.event.v1"
 INTERNAL_PLUGIN = "io.containerd.internal.v1"
@@ -221,8 +221,8 @@ def builtinPlugins() -> Iterable[IShimPlugin]:
     The plugins every shim has: the publisher, the shutdown service and the
     task service.
     """
-    from shimd.events import publisherPlugin
-    from shimd.shutdown import shutdownPlugin
-    from shimd.task.service import taskPlugin
+    from shimd.runc.task.service import taskPlugin
+    from shimd.shim.events import publisherPlugin
+    from shimd.shim.shutdown import shutdownPlugin
 
     return [publisherPlugin, shutdownPlugin, taskPlugin]
