@@ -3,7 +3,9 @@
 # chroot (a pivot_root, in fact) of Debian SUITE, with that suite's own containerd, runc, criu and
 # Python, against shimd and against that suite's Go shim.
 #
-#   tools/hosts/chroot.sh SUITE
+#   tools/hosts/chroot.sh SUITE [TEST...]
+#
+# (the tests default to the whole set below; name some to iterate on them)
 #
 # The tree comes from tools/hosts/rootfs.sh (cached) and stays pristine: the
 # leg runs on an overlay of it whose upper layer is a temporary directory.
@@ -37,6 +39,7 @@ SEARCH_PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 inside() {
     # In the new namespaces: build the chroot, then run the suite in it.
     local tree=$1 work=$2 root=$2/root
+    shift 2
     mount -t overlay overlay \
         -o "lowerdir=$tree,upperdir=$work/upper,workdir=$work/overlay" "$root"
     mount -t proc proc "$root/proc"
@@ -64,7 +67,8 @@ inside() {
         | tar -x -C "$root$SOURCE"
 
     local environment=(HOME=/root LANG=C.UTF-8 "PATH=$VENV/bin:$SEARCH_PATH"
-        "CI=${CI:-}" "SHIMD_E2E_BINARY=$VENV/bin/containerd-shim-pyrunc-v2")
+        "CI=${CI:-}" "SHIMD_E2E_BINARY=$VENV/bin/containerd-shim-pyrunc-v2"
+        "SHIMD_HOSTS_TESTS=$*")
     local name
     for name in $(compgen -e); do
         # Not PIP_FIND_LINKS: a directory of the host's.
@@ -102,6 +106,9 @@ criu $(criu --version 2>/dev/null | awk 'NR==1 {print $2}'), $(python3 --version
         module=${module%.py}
         modules+=("${module//\//.}")
     done
+    if [ -n "$SHIMD_HOSTS_TESTS" ]; then
+        read -ra modules <<<"$SHIMD_HOSTS_TESTS"
+    fi
     echo "== trial ${modules[*]}"
     python -m twisted.trial --reporter=bwverbose --temp-directory=/tmp/shimd-trial \
         "${modules[@]}"
@@ -113,11 +120,12 @@ if [ "${1:-}" = --inside ]; then
     exit
 fi
 
-if [ "$#" -ne 1 ]; then
-    echo "usage: $0 SUITE" >&2
+if [ "$#" -lt 1 ]; then
+    echo "usage: $0 SUITE [TEST...]" >&2
     exit 2
 fi
 suite=$1
+shift
 if [ "$(id -u)" -ne 0 ]; then
     echo "$0: run me as root (debootstrap, mounts and containerd need it)" >&2
     exit 1
@@ -145,7 +153,7 @@ mkdir -p "$work/upper" "$work/overlay" "$work/root"
 
 set +e
 unshare --mount --pid --fork --kill-child --propagation private \
-    bash "$here/chroot.sh" --inside "$tree" "$work" 2>&1 | tee "$log"
+    bash "$here/chroot.sh" --inside "$tree" "$work" "$@" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 
 summary=$(grep -E '^(PASSED|FAILED) \(' "$log" | tail -n 1 || true)
