@@ -19,7 +19,9 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from shimd.protos import task_pb2, ttrpc_pb2
-from shimd.shim import forkserver, launcher
+from shimd.shim import errors, forkserver, launcher, spawn
+from shimd.shim.address import canConnect, listen, socketAddress
+from shimd.shim.flags import daemonArguments, parseFlags
 from shimd.ttrpc.framing import REQUEST, RESPONSE, FrameReceiver, encodeFrame
 
 
@@ -313,7 +315,7 @@ class ServerTests(SynchronousTestCase):
         )
         self.addCleanup(self._stopServer)
         deadline = time.monotonic() + 60
-        while not launcher.canConnect(self.path):
+        while not canConnect(self.path):
             if self.server.poll() is not None or time.monotonic() > deadline:
                 self.fail("the fork server did not start")
             time.sleep(0.05)
@@ -336,13 +338,13 @@ class ServerTests(SynchronousTestCase):
         bundle, and stops on C{Shutdown}.
         """
         socketPath = os.path.join(self.directory, "shim.sock")
-        listener = launcher.listen("unix://" + socketPath)
+        listener = listen("unix://" + socketPath)
         assert listener is not None
         bundle = self.bundle()
         environ = dict(os.environ, TTRPC_ADDRESS=os.path.join(self.directory, "none"))
         forked = forkserver.requestDaemon(
             self.path,
-            launcher.daemonArguments("fsns", "c1", "/c.sock", False),
+            daemonArguments("fsns", "c1", "/c.sock", False),
             bundle,
             environ,
             listener.fileno(),
@@ -351,7 +353,7 @@ class ServerTests(SynchronousTestCase):
         listener.close()
         pid = forked.pid
         self.addCleanup(self._kill, pid)
-        daemon = launcher.Daemon(pid, forked.proc, forked.status.detach())
+        daemon = spawn.Daemon(pid, forked.proc, forked.status.detach())
         daemon.waitReady(60)
         daemon.close()
         reply = _call(
@@ -380,7 +382,7 @@ class ServerTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
         bundle = self.bundle()
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c2", "start"]
         )
         address = launcher.start(flags, b"", bundle, socketDir=self.directory)
@@ -444,7 +446,7 @@ class ServerTests(SynchronousTestCase):
         bundle = self.bundle()
         FilePath(bundle).child("config.json").setContent(b"{}")
         chdir(self, bundle)
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c3", "start"]
         )
         address = launcher.start(flags, b"", bundle, socketDir=self.directory)
@@ -466,11 +468,11 @@ class ServerTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c4", "start"]
         )
         error = self.assertRaises(
-            launcher.LaunchError,
+            errors.LaunchError,
             launcher.start,
             flags,
             b"",
@@ -482,7 +484,7 @@ class ServerTests(SynchronousTestCase):
             f"start shim daemon: open log fifo {bundle}/log: No such file or directory",
         )
         self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
-        address = launcher.socketAddress("/c.sock", "fsns", "c4", self.directory)
+        address = socketAddress("/c.sock", "fsns", "c4", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
         self.assertIsNone(self.server.poll())
 
@@ -568,7 +570,7 @@ class FallbackTests(SynchronousTestCase):
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         makeLogFifo(self, bundle)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fbns", "-address", "/c.sock", "-id", id, "start"]
         )
         chdir(self, bundle)
@@ -674,12 +676,12 @@ class FallbackTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, SHIMD_FORKSERVER="0"))
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fbns", "-address", "/c.sock", "-id", "nolog", "start"]
         )
         chdir(self, bundle)
         error = self.assertRaises(
-            launcher.LaunchError,
+            errors.LaunchError,
             launcher.start,
             flags,
             b"",
@@ -691,7 +693,7 @@ class FallbackTests(SynchronousTestCase):
             f"start shim daemon: open log fifo {bundle}/log: No such file or directory",
         )
         self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
-        address = launcher.socketAddress("/c.sock", "fbns", "nolog", self.directory)
+        address = socketAddress("/c.sock", "fbns", "nolog", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
 
     def test_unexpectedFailure(self) -> None:
@@ -720,12 +722,12 @@ class FallbackTests(SynchronousTestCase):
         )
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fbns", "-address", "/c.sock", "-id", "quiet", "start"]
         )
         chdir(self, bundle)
         error = self.assertRaises(
-            launcher.LaunchError,
+            errors.LaunchError,
             launcher.start,
             flags,
             b"",
@@ -734,7 +736,7 @@ class FallbackTests(SynchronousTestCase):
         )
         self.assertEqual(str(error), "start shim daemon: it exited")
         self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
-        address = launcher.socketAddress("/c.sock", "fbns", "quiet", self.directory)
+        address = socketAddress("/c.sock", "fbns", "quiet", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
 
 

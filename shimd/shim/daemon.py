@@ -20,10 +20,11 @@ from collections.abc import MutableMapping, Sequence
 from typing import TYPE_CHECKING
 
 from shimd import RUNTIME_NAME
-from shimd.shim.launcher import COLD_VARIABLE, LISTEN_FD, READY_VARIABLE
+from shimd.shim.address import LISTEN_FD
+from shimd.shim.spawn import COLD_VARIABLE, READY_VARIABLE
 
 if TYPE_CHECKING:
-    from shimd.shim.launcher import Flags
+    from shimd.shim.flags import Flags
 
 LOG_FIFO = "log"
 READY = b"ready"

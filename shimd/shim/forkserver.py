@@ -50,7 +50,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
-from shimd.shim.launcher import sha256
+from shimd.shim.address import LISTEN_FD, canConnect, listen, sha256
+from shimd.shim.flags import parseFlags
+from shimd.shim.spawn import READY_FD, READY_VARIABLE, spawnDetached
 
 SOCKET_DIR = "/run/shimd"
 IDLE_TIMEOUT = 900.0
@@ -562,17 +564,9 @@ def spawnServer(path: str) -> None:
     caller's session and output, and do not wait for it. It inherits this
     process's context, which is the one C{path} names.
     """
-    devnull = os.devnull
-    os.posix_spawn(
-        sys.executable,
+    spawnDetached(
         [sys.executable, "-m", "shimd.shim.forkserver", path],
         {k: v for k, v in os.environ.items() if k != DISABLE_VARIABLE},
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
-        ],
-        setsid=True,
     )
 
 
@@ -663,7 +657,6 @@ def _becomeDaemon(
     except OSError:
         return 0
     from shimd.shim.daemon import runFromLauncher
-    from shimd.shim.launcher import LISTEN_FD, READY_FD, READY_VARIABLE, parseFlags
 
     os.setsid()
     os.chdir(request.cwd)
@@ -722,8 +715,6 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     the one C{path} names.
     """
     os.chdir("/")
-    from shimd.shim.launcher import canConnect, listen
-
     context = contextFingerprint()
     if not path.endswith(f"-{context}.sock") or canConnect(path):
         return

@@ -19,8 +19,8 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from shimd.interfaces import IShimPlugin, IShutdown, ITTRPCService
+from shimd.shim.address import SOCKET_MODE, listen
 from shimd.shim.config import ShimConfig
-from shimd.shim.launcher import SOCKET_MODE, listen
 from shimd.shim.plugin import (
     INTERNAL_PLUGIN,
     TTRPC_PLUGIN,
