@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from shimd.interfaces import IPluginContext, IShutdown, ITTRPCService
 from shimd.protos import task_pb2
+from shimd.shim.address import Listener, listenerFromFD, listenerFromPath
 from shimd.shim.config import ShimConfig
 from shimd.shim.plugin import (
     EVENT_PLUGIN,
@@ -33,7 +34,7 @@ from shimd.shim.plugin import (
     PluginError,
     Registration,
 )
-from shimd.shim.service import Listener, ShimService, listenerFromFD, listenerFromPath
+from shimd.shim.service import ShimService
 from shimd.shim.shutdown import ShutdownService
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.server import CallContext, ServiceRegistry

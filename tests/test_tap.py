@@ -22,6 +22,7 @@ from zope.interface.verify import verifyObject
 
 import shimd
 from shimd.shim.config import ShimConfig
+from shimd.shim.flags import parseFlags
 from shimd.shim.service import ShimService
 from shimd.shim.tap import Options, makeService
 
@@ -197,6 +198,41 @@ class OptionsTests(SynchronousTestCase):
             "--namespace", "ns", "--socket", "/s", "--address", "/a.sock"
         )
         self.assertEqual(options.shimConfig().ttrpcAddress, "/a.sock.ttrpc")
+
+
+class FromFlagsTests(SynchronousTestCase):
+    """
+    L{ShimConfig.fromFlags} makes, from the launcher's parsed flags, the
+    same configuration C{twistd shim}'s options make.
+    """
+
+    def test_sameAsOptions(self) -> None:
+        """
+        The daemon's flags and the equivalent C{twistd shim} options give
+        equal configurations.
+        """
+        common = ["namespace", "sxref", "id", "sx1", "address", "/run/c.sock"]
+        common += ["publish-binary", "/usr/bin/containerd"]
+        flags = parseFlags(
+            [*(f"-{w}" if i % 2 == 0 else w for i, w in enumerate(common)), "-debug"]
+        )
+        options = Options()
+        long = [f"--{w}" if i % 2 == 0 else w for i, w in enumerate(common)]
+        options.parseOptions([*long, "--debug", "--bundle", "/b/sx1", "--socket", "/s"])
+        environ = {k: v for k, v in os.environ.items() if k != "TTRPC_ADDRESS"}
+        self.patch(os, "environ", environ)
+        self.assertEqual(
+            ShimConfig.fromFlags(flags, environ, "/b/sx1"), options.shimConfig()
+        )
+
+    def test_ttrpcAddressFromEnvironment(self) -> None:
+        """
+        C{$TTRPC_ADDRESS} is where events go, and C{-bundle} overrides the
+        working directory.
+        """
+        flags = parseFlags(["-namespace", "ns", "-bundle", "/b", "-address", "/a"])
+        config = ShimConfig.fromFlags(flags, {"TTRPC_ADDRESS": "/t.ttrpc"}, "/cwd")
+        self.assertEqual((config.ttrpcAddress, config.bundle), ("/t.ttrpc", "/b"))
 
 
 class MakeServiceTests(SynchronousTestCase):

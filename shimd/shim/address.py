@@ -139,6 +139,67 @@ def writeAddress(bundle: str, address: str) -> None:
     os.rename(temporary, os.path.join(bundle, "address"))
 
 
+class Listener:
+    """
+    Where the shim serves: an inherited listening socket, or a path to bind.
+    (A plain class: the daemon makes one before it reports that it started,
+    ahead of importing Twisted.)
+
+    @ivar fd: the inherited socket, or L{None} to bind C{path}.
+    @ivar path: the socket's filesystem path, removed at shutdown.
+    """
+
+    def __init__(self, fd: int | None, path: str) -> None:
+        self.fd = fd
+        self.path = path
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Listener):
+            return NotImplemented
+        return (self.fd, self.path) == (other.fd, other.path)
+
+    def __repr__(self) -> str:
+        return f"Listener(fd={self.fd!r}, path={self.path!r})"
+
+    def open(self) -> int:
+        """
+        @return: a listening, non-blocking socket descriptor, ours to close.
+        """
+        if self.fd is None:
+            listener = listen("unix://" + self.path)
+            if listener is None:
+                raise RuntimeError(f"a shim already listens on {self.path}")
+            self.fd = listener.detach()
+        os.set_blocking(self.fd, False)
+        fd, self.fd = self.fd, None
+        return fd
+
+
+def listenerFromFD(fd: int) -> Listener:
+    """
+    Serve on an inherited listening unix socket; its bound path is removed at
+    shutdown.
+
+    @raise ValueError: when C{fd} is not a unix socket bound to a path.
+    """
+    probe = _socket.socket(fileno=os.dup(fd))
+    try:
+        name = probe.getsockname()
+    finally:
+        probe.close()
+    path = name.decode() if isinstance(name, bytes) else name
+    if not isinstance(path, str) or not path or path.startswith("\0"):
+        raise ValueError(f"fd {fd} is not a filesystem unix socket")
+    return Listener(fd, path)
+
+
+def listenerFromPath(path: str) -> Listener:
+    """
+    Bind and serve on a unix socket path, owner-only.
+    """
+    return Listener(None, os.path.abspath(path))
+
+
 def removeStaleSocket(bundle: str) -> None:
     """
     Remove the socket file named by the bundle's C{address} if no shim

@@ -612,13 +612,12 @@ def preload() -> None:
     """
     import twisted.internet.epollreactor
     import twisted.internet.inotify
-    import twisted.logger
-    import twisted.python.usage  # noqa: F401
+    import twisted.logger  # noqa: F401
 
+    import shimd.shim.config
     import shimd.shim.daemon
     import shimd.shim.logrus
-    import shimd.shim.service
-    import shimd.shim.tap  # noqa: F401
+    import shimd.shim.service  # noqa: F401
     from shimd.shim.plugin import PluginRegistry, builtinPlugins
 
     builtinPlugins()

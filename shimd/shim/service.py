@@ -12,14 +12,13 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-import attr
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
 from shimd.interfaces import IShimPlugin, IShutdown, ITTRPCService
-from shimd.shim.address import SOCKET_MODE, listen
+from shimd.shim.address import SOCKET_MODE, Listener
 from shimd.shim.config import ShimConfig
 from shimd.shim.plugin import (
     INTERNAL_PLUGIN,
@@ -29,55 +28,6 @@ from shimd.shim.plugin import (
     builtinPlugins,
 )
 from shimd.ttrpc.server import ServiceRegistry, TTRPCServerFactory
-
-
-@attr.s(auto_attribs=True)
-class Listener:
-    """
-    Where the shim serves: an inherited listening socket, or a path to bind.
-
-    @ivar fd: the inherited socket, or L{None} to bind C{path}.
-    @ivar path: the socket's filesystem path, removed at shutdown.
-    """
-
-    fd: int | None
-    path: str
-
-    def open(self) -> int:
-        """
-        @return: a listening, non-blocking socket descriptor, ours to close.
-        """
-        if self.fd is None:
-            listener = listen("unix://" + self.path)
-            if listener is None:
-                raise RuntimeError(f"a shim already listens on {self.path}")
-            self.fd = listener.detach()
-        os.set_blocking(self.fd, False)
-        fd, self.fd = self.fd, None
-        return fd
-
-
-def listenerFromFD(fd: int) -> Listener:
-    """
-    Serve on an inherited listening unix socket; its bound path is removed at
-    shutdown.
-    """
-    probe = socket.socket(fileno=os.dup(fd))
-    try:
-        name = probe.getsockname()
-    finally:
-        probe.close()
-    path = name.decode() if isinstance(name, bytes) else name
-    if not path or path.startswith("\0"):
-        raise ValueError(f"fd {fd} is not a filesystem unix socket")
-    return Listener(fd, path)
-
-
-def listenerFromPath(path: str) -> Listener:
-    """
-    Bind and serve on a unix socket path, owner-only.
-    """
-    return Listener(None, os.path.abspath(path))
 
 
 class ShimService(Service):
@@ -156,3 +106,14 @@ class ShimService(Service):
         except FileNotFoundError:
             pass
         self.log.info("shim stopped")
+
+
+def makeService(config: ShimConfig, listener: Listener, reactor: Any = None) -> Service:
+    """
+    The shim service for a parsed configuration, serving on C{listener}.
+
+    @param reactor: the reactor to run on; the global one by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    return ShimService(config, reactor, listener)
