@@ -48,6 +48,44 @@ class FingerprintTests(SynchronousTestCase):
         module.setContent(b"x = 12\n")
         self.assertNotEqual(forkserver.fingerprint(package.path), first)
 
+    def test_dropinDirectories(self) -> None:
+        """
+        A file in a third party's dropin directory is part of the code.
+        """
+        package = FilePath(self.mktemp())
+        package.makedirs()
+        dropins = FilePath(self.mktemp())
+        dropins.makedirs()
+        first = forkserver.fingerprint(package.path, [dropins.path])
+        dropins.child("audit.py").setContent(b"x = 1\n")
+        self.assertNotEqual(forkserver.fingerprint(package.path, [dropins.path]), first)
+
+    def test_dropinDirectoriesOnPath(self) -> None:
+        """
+        L{forkserver.dropinDirectories} lists the C{shimd/plugins}
+        directories on C{sys.path} without an C{__init__.py}.
+        """
+        entry = FilePath(self.mktemp())
+        entry.child("shimd").child("plugins").makedirs()
+        self.patch(sys, "path", [entry.path, *sys.path])
+        self.assertIn(
+            entry.child("shimd").child("plugins").path,
+            forkserver.dropinDirectories(),
+        )
+
+    def test_loadedCode(self) -> None:
+        """
+        L{forkserver.LoadedCode} names a loaded file that changed since.
+        """
+        module = FilePath(self.mktemp())
+        module.setContent(b"x = 1\n")
+        loaded = forkserver.LoadedCode(
+            {module.path: (6, os.stat(module.path).st_mtime_ns)}
+        )
+        self.assertIsNone(loaded.changed())
+        module.setContent(b"x = 12\n")
+        self.assertEqual(loaded.changed(), module.path)
+
     def test_socketPath(self) -> None:
         """
         The socket's name carries the code's and the context's fingerprints.

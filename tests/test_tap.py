@@ -21,7 +21,7 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import shimd
-from shimd.shim.config import ShimConfig
+from shimd.shim.config import ConfigError, PluginSettings, ShimConfig
 from shimd.shim.flags import parseFlags
 from shimd.shim.service import ShimService
 from shimd.shim.tap import Options, makeService
@@ -233,6 +233,63 @@ class FromFlagsTests(SynchronousTestCase):
         flags = parseFlags(["-namespace", "ns", "-bundle", "/b", "-address", "/a"])
         config = ShimConfig.fromFlags(flags, {"TTRPC_ADDRESS": "/t.ttrpc"}, "/cwd")
         self.assertEqual((config.ttrpcAddress, config.bundle), ("/t.ttrpc", "/b"))
+
+
+class PluginSettingsTests(SynchronousTestCase):
+    """
+    L{PluginSettings.load} reads the shim's settings file, which
+    C{$SHIMD_CONFIG} names.
+    """
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_none(self) -> None:
+        """
+        No path, no settings.
+        """
+        self.assertEqual(PluginSettings.load(""), PluginSettings())
+
+    def test_load(self) -> None:
+        """
+        The disabled and replace lists, and each plugin's table.
+        """
+        path = self.write(
+            'disabled = ["a.b"]\nreplace = ["c.d"]\n[plugins."e.f"]\npath = "/x"\n'
+        )
+        self.assertEqual(
+            PluginSettings.load(path),
+            PluginSettings(
+                disabled=frozenset({"a.b"}),
+                replace=frozenset({"c.d"}),
+                plugins={"e.f": {"path": "/x"}},
+            ),
+        )
+
+    def test_invalid(self) -> None:
+        """
+        A missing file, bad TOML or a list of the wrong kind is a
+        L{ConfigError} naming the file.
+        """
+        for path in (
+            self.mktemp(),
+            self.write("disabled = [\n"),
+            self.write("disabled = [1]\n"),
+            self.write("plugins = 3\n"),
+        ):
+            error = self.assertRaises(ConfigError, PluginSettings.load, path)
+            self.assertIn(path, str(error))
+
+    def test_fromEnvironment(self) -> None:
+        """
+        The daemon's configuration names the file C{$SHIMD_CONFIG} names.
+        """
+        flags = parseFlags(["-namespace", "ns"])
+        config = ShimConfig.fromFlags(flags, {"SHIMD_CONFIG": "/etc/s.toml"}, "/")
+        self.assertEqual(config.settingsPath, "/etc/s.toml")
 
 
 class MakeServiceTests(SynchronousTestCase):

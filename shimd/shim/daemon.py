@@ -158,7 +158,12 @@ def run(
     if notice is not None:
         noticeLevel, message = notice
         log.emit(LogLevel.levelWithName(noticeLevel), "{message}", message=message)
-    service = makeService(config, listener, reactor)
+    try:
+        service = makeService(config, listener, reactor)
+    except Exception:
+        # A settings file that cannot be read, say: in containerd's log.
+        log.failure("shim failed to start")
+        return 1
     failed = []
 
     def start() -> None:

@@ -17,17 +17,17 @@ from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from shimd.interfaces import IShimPlugin, IShutdown, ITTRPCService
+from shimd.interfaces import IShimPlugin, IShutdown, ITTRPCInterceptor, ITTRPCService
 from shimd.shim.address import SOCKET_MODE, Listener
-from shimd.shim.config import ShimConfig
+from shimd.shim.config import PluginSettings, ShimConfig
+from shimd.shim.interceptors import InterceptingRegistry
 from shimd.shim.plugin import (
     INTERNAL_PLUGIN,
     TTRPC_PLUGIN,
     PluginContext,
     PluginRegistry,
-    builtinPlugins,
 )
-from shimd.ttrpc.server import ServiceRegistry, TTRPCServerFactory
+from shimd.ttrpc.server import TTRPCServerFactory
 
 
 class ShimService(Service):
@@ -46,18 +46,21 @@ class ShimService(Service):
         discover: bool = True,
     ) -> None:
         """
-        @param plugins: the plugins to run; the built-in ones by default.
-        @param discover: whether to add third-party plugins found in
-            L{shimd.plugins}.
+        @param plugins: plugins to run besides those discovered.
+        @param discover: whether to add the plugins of the dropins in
+            L{shimd.plugins} (shimd's own among them).
+        @raise shimd.shim.config.ConfigError: when the settings file named
+            in C{config} cannot be read or is not valid.
         """
         self.config = config
         self.reactor = reactor
         self.listener = listener
+        self.settings = PluginSettings.load(config.settingsPath)
         self.plugins = PluginRegistry()
-        for plugin in builtinPlugins() if plugins is None else plugins:
+        for plugin in plugins or ():
             self.plugins.register(plugin)
         if discover:
-            self.plugins.discover()
+            self.plugins.discover(settings=self.settings)
         self.context: PluginContext | None = None
         self.port: IListeningPort | None = None
         # The socket file is ours to remove if it was handed to us, or once
@@ -66,8 +69,15 @@ class ShimService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.context = self.plugins.initialise(PluginContext(self.reactor, self.config))
-        registry = ServiceRegistry()
+        self.context = self.plugins.initialise(
+            PluginContext(self.reactor, self.config, self.settings)
+        )
+        interceptors = [
+            ITTRPCInterceptor(instance)
+            for instance in self.context.instances()
+            if ITTRPCInterceptor.providedBy(instance)
+        ]
+        registry = InterceptingRegistry(interceptors)
         for instance in self.context.getAll(TTRPC_PLUGIN).values():
             ITTRPCService(instance).registerTTRPC(registry)
         factory = TTRPCServerFactory(registry, self.reactor)

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 from twisted.application.service import IService
 from twisted.python import usage
 
-from shimd.shim.config import ShimConfig, ttrpcAddressOf
+from shimd.shim.config import CONFIG_VARIABLE, ShimConfig, ttrpcAddressOf
 
 if TYPE_CHECKING:
     from shimd.shim.address import Listener
@@ -77,6 +77,7 @@ class Options(usage.Options):
             publishBinary=self["publish-binary"],
             bundle=self["bundle"] or os.getcwd(),
             debug=bool(self["debug"]),
+            settingsPath=os.environ.get(CONFIG_VARIABLE, ""),
         )
 
     def listener(self) -> Listener:
