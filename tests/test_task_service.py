@@ -35,7 +35,8 @@ from shimd.protos import (
     task_types_pb2,
 )
 from shimd.runc import cgroups, mount
-from shimd.runc.task.container import DRAIN_TIMEOUT, EXEC_EXIT_WAIT, Environment
+from shimd.runc.task.container import DRAIN_TIMEOUT, Environment
+from shimd.runc.task.ordering import EXEC_EXIT_WAIT
 from shimd.runc.task.process import GO_ZERO_TIME_SECONDS
 from shimd.runc.task.service import TaskService, taskPlugin
 from shimd.shim.config import ShimConfig

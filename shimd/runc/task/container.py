@@ -1,15 +1,8 @@
 # -*- test-case-name: tests.test_task_service -*-
 """
-One container: its bundle, its runc, its init and exec processes, its
-cgroup, and the order in which its events leave.
-
-Ordering, per container:
-    - a process's start event leaves before its exit event, even when it dies
-      at once: exits that arrive while a start is in progress are held until
-      the start event has been queued;
-    - the init process's exit is recorded and published only after the exits
-      of the container's execs (which die with it), so that containerd sees
-      them first; the wait is bounded by L{EXEC_EXIT_WAIT}.
+One container: its bundle, its runc, its init and exec processes and its
+cgroup. The order in which its events leave is its L{ExitOrder}'s
+(L{shimd.runc.task.ordering}).
 """
 
 from __future__ import annotations
@@ -33,7 +26,9 @@ from shimd.runc import cgroups, mount
 from shimd.runc.client import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
 from shimd.runc.stdio import ProcessIO, StdioError, createIO
 from shimd.runc.task import errors
-from shimd.runc.task.process import ExecProcess, InitProcess, Process, State
+from shimd.runc.task.ordering import ExitOrder
+from shimd.runc.task.process import ExecProcess, InitProcess, Process
+from shimd.runc.task.state import State
 from shimd.shim import bootstrap
 from shimd.shim.events import timestampFromNanoseconds
 from shimd.shim.reaper import Exit, Reaper
@@ -41,7 +36,6 @@ from shimd.ttrpc.status import TTRPCError
 
 CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
 DRAIN_TIMEOUT = 2.0
-EXEC_EXIT_WAIT = 5.0
 SIGKILL = 9
 
 Publish = Callable[[str, Message], None]
@@ -184,12 +178,12 @@ class Container:
         self.execs: dict[str, ExecProcess] = {}
         self.cgroup: Any = None
         self.killAllOnExit = killAllOnExit(request.bundle)
-        self._starts = 0
-        self._held: list[tuple[str, Message]] = []
-        self._initExit: Exit | None = None
-        self._killingAll = False
-        self._initDrained = True
-        self._execWait: Any = None
+        self.order = ExitOrder(
+            environment.reactor,
+            environment.publish,
+            lambda: self.execs.values(),
+            self._exited,
+        )
 
     # -- creation ---------------------------------------------------------
 
@@ -200,7 +194,7 @@ class Container:
 
         @return: the init pid (0 for a checkpoint, restored at start).
         """
-        self._starts += 1
+        self.order.createBegan()
         event: tuple[str, Message] | None = None
         try:
             await self._create()
@@ -222,7 +216,7 @@ class Container:
                 ),
             )
         finally:
-            self._startEnded(event)
+            self.order.startEnded(None, event)
         return self.init.pid
 
     async def _create(self) -> None:
@@ -374,11 +368,7 @@ class Container:
         @return: its pid.
         """
         process.refuse("start")
-        if process.starting:
-            # Go's second Start waits for the first, then finds it running.
-            raise errors.unknown("cannot start a running process")
-        process.starting = True
-        self._starts += 1
+        self.order.startBegan(process)
         event: tuple[str, Message] | None = None
         try:
             if process is self.init:
@@ -397,9 +387,7 @@ class Container:
                     ),
                 )
         finally:
-            process.starting = False
-            self._startEnded(event)
-            self._maybeFinishInitExit()
+            self.order.startEnded(process, event)
         return process.pid
 
     async def _startInit(self) -> None:
@@ -413,7 +401,7 @@ class Container:
             except RuncError as e:
                 raise errors.unknown(e.message) from e
         if self.init.state in (State.CREATED, State.CREATED_CHECKPOINT):
-            self.init.state = State.RUNNING
+            self.init.transition(State.RUNNING)
         if self.cgroup is not None:
             if getattr(self.cgroup, "enableControllers", None) is not None:
                 self.cgroup.enableControllers()
@@ -477,21 +465,12 @@ class Container:
                     await io.close()
                 raise
             if process.state is State.CREATED:
-                process.state = State.RUNNING
+                process.transition(State.RUNNING)
         finally:
             try:
                 os.unlink(processPath)
             except OSError:
                 pass
-
-    def _startEnded(self, event: tuple[str, Message] | None) -> None:
-        if event is not None:
-            self.environment.publish(*event)
-        self._starts -= 1
-        if not self._starts:
-            held, self._held = self._held, []
-            for topic, message in held:
-                self.environment.publish(topic, message)
 
     # -- exits ------------------------------------------------------------
 
@@ -520,23 +499,11 @@ class Container:
             return
         drained = self._drained(process)
         if process is not self.init:
-
-            def finish(result: object) -> None:
-                if process.state is not State.DELETED:
-                    process.setExited(exit)
-                    self._publishExit(process, exit)
-                    self._maybeFinishInitExit()
-
-            drained.addCallback(finish)
+            drained.addCallback(lambda _: self.order.execExited(process, exit))
             return
-        self._initExit = exit
-        self._initDrained = False
         paused = self.init.state is State.PAUSED
-        self._execWait = self.environment.reactor.callLater(
-            EXEC_EXIT_WAIT, self._finishInitExit
-        )
+        self.order.initExited(self.init, exit, killingAll=self.killAllOnExit)
         if self.killAllOnExit:
-            self._killingAll = True
             killed = self.runc.kill(self.id, SIGKILL, all=True)
             killed.addErrback(
                 lambda failure: self.log.debug(
@@ -548,21 +515,16 @@ class Container:
         elif paused:
             self._thaw()
 
-        def initDrained(result: object) -> None:
-            self._initDrained = True
-            self._maybeFinishInitExit()
-
-        drained.addCallback(initDrained)
+        drained.addCallback(lambda _: self.order.initDrained())
 
     def _killedAll(self, result: object, paused: bool) -> None:
         """
         The rest of the container has been killed; thaw it if it was paused
         (the SIGKILLs land as it thaws), as the Go shim does.
         """
-        self._killingAll = False
         if paused:
             self._thaw()
-        self._maybeFinishInitExit()
+        self.order.killedAll()
 
     def _thaw(self) -> None:
         self.runc.resume(self.id).addErrback(
@@ -572,43 +534,24 @@ class Container:
             )
         )
 
-    def _execsRunning(self) -> bool:
-        return any(e.starting or e.state is State.RUNNING for e in self.execs.values())
-
     def _drained(self, process: Process) -> Deferred[None]:
         if process.io is None:
             return succeed(None)
         return process.io.waitDrained(DRAIN_TIMEOUT)
-
-    def _maybeFinishInitExit(self) -> None:
-        if (
-            self._initExit is None
-            or self._killingAll
-            or not self._initDrained
-            or self._execsRunning()
-        ):
-            return
-        self._finishInitExit()
-
-    def _finishInitExit(self) -> None:
-        exit, self._initExit = self._initExit, None
-        if self._execWait is not None and self._execWait.active():
-            self._execWait.cancel()
-        self._execWait = None
-        if exit is None or self.init.state is State.DELETED:
-            return
-        self.init.setExited(exit)
-        self._publishExit(self.init, exit)
 
     def publish(self, topic: str, event: Message) -> None:
         """
         Queue an event of this container, after the events of any start in
         progress.
         """
-        if self._starts:
-            self._held.append((topic, event))
-        else:
-            self.environment.publish(topic, event)
+        self.order.publish(topic, event)
+
+    def _exited(self, process: Process, exit: Exit) -> None:
+        """
+        Record a process's exit (releasing C{Wait}) and publish it.
+        """
+        process.setExited(exit)
+        self._publishExit(process, exit)
 
     def _publishExit(self, process: Process, exit: Exit) -> None:
         event = events_pb2.TaskExit(
@@ -618,7 +561,7 @@ class Container:
             exit_status=exit.status,
             exited_at=timestampFromNanoseconds(exit.exitedAt),
         )
-        self.publish("/tasks/exit", event)
+        self.order.publish("/tasks/exit", event)
 
     # -- the other calls --------------------------------------------------
 
@@ -631,14 +574,11 @@ class Container:
             self.init.refuseDelete()
         else:
             process.refuse("delete")
-        if process.deleting:
-            # Go's second Delete waits for the first, then finds it deleted.
-            raise errors.notFound("cannot delete a deleted process")
-        process.deleting = True
+        self.order.deleteBegan(process)
         try:
             await self._delete(process)
         finally:
-            process.deleting = False
+            self.order.deleteEnded(process)
 
     async def _delete(self, process: Process) -> None:
         if process.io is not None:
@@ -651,8 +591,8 @@ class Container:
                     if "does not exist" not in str(e):
                         message = lastRuntimeError(self.runc.logPath) or str(e)
                         raise errors.unknown(f"failed to delete task: {message}") from e
-            if self._execWait is not None:
-                self._finishInitExit()
+            if self.order.initExitPending():
+                self.order.finishInitExit()
         if process.io is not None:
             await process.io.close()
         process.deleted()
@@ -721,15 +661,15 @@ class Container:
 
     async def pause(self) -> None:
         self.init.refuse("pause")
-        self.init.state = State.PAUSING
+        self.init.transition(State.PAUSING)
         try:
             await self.runc.pause(self.id)
         except RuncError as e:
             if self.init.state is State.PAUSING:
-                self.init.state = State.RUNNING
+                self.init.transition(State.RUNNING)
             raise errors.unknown(e.message) from e
         if self.init.state is State.PAUSING:
-            self.init.state = State.PAUSED
+            self.init.transition(State.PAUSED)
 
     async def resume(self) -> None:
         self.init.refuse("resume")
@@ -738,7 +678,7 @@ class Container:
         except RuncError as e:
             raise errors.unknown(e.message) from e
         if self.init.state is State.PAUSED:
-            self.init.state = State.RUNNING
+            self.init.transition(State.RUNNING)
 
     async def update(self, resources: AnyMessage) -> None:
         self.init.refuse("update")

@@ -28,7 +28,8 @@ from shimd.protos import events_pb2, runc_options_pb2, task_pb2
 from shimd.runc.client import reactorSpawner
 from shimd.runc.task import errors
 from shimd.runc.task.container import Container, Environment, decodeOptions
-from shimd.runc.task.process import Process, State
+from shimd.runc.task.process import Process
+from shimd.runc.task.state import State
 from shimd.shim.events import anyOf
 from shimd.shim.plugin import EVENT_PLUGIN, INTERNAL_PLUGIN, TTRPC_PLUGIN, Registration
 from shimd.shim.reaper import Reaper
