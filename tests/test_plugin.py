@@ -525,14 +525,14 @@ class DiscoverTests(SynchronousTestCase):
 
 class BuiltinTests(SynchronousTestCase):
     """
-    L{builtinPlugins} are the publisher, the shutdown service and the task
-    service.
+    L{builtinPlugins} are the publisher, the shutdown service, the task
+    service and the runtime, reaper, mounter and OOM watcher it is given.
     """
 
     def test_builtin(self) -> None:
         """
         The built-in plugins, by type and id, in order; the task service
-        requires the other two, and they order as registered.
+        requires the others, and they order as registered.
         """
         plugins = list(builtinPlugins())
         self.assertEqual(
@@ -540,11 +540,18 @@ class BuiltinTests(SynchronousTestCase):
             [
                 (EVENT_PLUGIN, "publisher"),
                 (INTERNAL_PLUGIN, "shutdown"),
+                ("io.shimd.runtime.v1", "runc"),
+                (INTERNAL_PLUGIN, "reaper"),
+                (INTERNAL_PLUGIN, "mount"),
+                (INTERNAL_PLUGIN, "oom"),
                 (TTRPC_PLUGIN, "task"),
             ],
         )
         for each in plugins:
             self.assertTrue(verifyObject(IShimPlugin, each))
-        self.assertEqual(set(plugins[2].requires), {EVENT_PLUGIN, INTERNAL_PLUGIN})
+        self.assertEqual(
+            set(plugins[-1].requires),
+            {EVENT_PLUGIN, INTERNAL_PLUGIN, "io.shimd.runtime.v1"},
+        )
         registry = registryOf(*reversed(plugins))
         self.assertEqual(names(registry.ordered())[-1], f"{TTRPC_PLUGIN}.task")

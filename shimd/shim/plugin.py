@@ -218,11 +218,26 @@ def _topological(dependencies: dict[str, list[str]]) -> list[str]:
 
 def builtinPlugins() -> Iterable[IShimPlugin]:
     """
-    The plugins every shim has: the publisher, the shutdown service and the
-    task service.
+    The plugins every shim has: the publisher, the shutdown service, the
+    task service and what it is given (the runc runtime, the reaper, the
+    mounter, the OOM watcher).
     """
+    from shimd.runc.plugins import (
+        mounterPlugin,
+        oomPlugin,
+        reaperPlugin,
+        runcPlugin,
+    )
     from shimd.runc.task.service import taskPlugin
     from shimd.shim.events import publisherPlugin
     from shimd.shim.shutdown import shutdownPlugin
 
-    return [publisherPlugin, shutdownPlugin, taskPlugin]
+    return [
+        publisherPlugin,
+        shutdownPlugin,
+        runcPlugin,
+        reaperPlugin,
+        mounterPlugin,
+        oomPlugin,
+        taskPlugin,
+    ]

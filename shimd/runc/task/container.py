@@ -21,17 +21,19 @@ from google.protobuf.message import DecodeError, Message
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from shimd.interfaces import IMounter, IOCIRuntimeFactory, IReaper
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
-from shimd.runc import cgroups, mount
-from shimd.runc.client import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
-from shimd.runc.stdio import ProcessIO, StdioError, createIO
+from shimd.runc import cgroups
+from shimd.runc.client import RuncError, Spawner
+from shimd.runc.mount import MountError
+from shimd.runc.stdio import ProcessIO, StdioError
 from shimd.runc.task import errors
 from shimd.runc.task.ordering import ExitOrder
 from shimd.runc.task.process import ExecProcess, InitProcess, Process
 from shimd.runc.task.state import State
 from shimd.shim import bootstrap
 from shimd.shim.events import timestampFromNanoseconds
-from shimd.shim.reaper import Exit, Reaper
+from shimd.shim.reaper import Exit
 from shimd.ttrpc.status import TTRPCError
 
 CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
@@ -46,7 +48,14 @@ class Environment:
     """
     What every container of a shim shares.
 
-    @ivar spawn: starts processes (runc, logging binaries).
+    @ivar reaper: reaps the containers' processes.
+    @ivar runtime: gives each container its OCI runtime.
+    @ivar mounter: mounts and unmounts the containers' rootfs.
+    @ivar spawn: starts the stdio's logging binaries.
+    @ivar createIO: makes a process's stdio (as
+        L{shimd.runc.stdio.createIO}).
+    @ivar loadCgroup: the cgroup of a pid (as
+        L{shimd.runc.cgroups.loadCgroup}).
     @ivar publish: queues an event for containerd.
     @ivar oomWatcher: watches containers' cgroups for OOM kills.
     @ivar onOOM: called with a container id when its cgroup reports an OOM.
@@ -54,8 +63,12 @@ class Environment:
 
     reactor: Any
     namespace: str
-    reaper: Reaper
+    reaper: IReaper
+    runtime: IOCIRuntimeFactory
+    mounter: IMounter
     spawn: Spawner
+    createIO: Callable[..., ProcessIO]
+    loadCgroup: Callable[[int], Any]
     publish: Publish
     oomWatcher: Any = None
     onOOM: Callable[[str], None] | None = None
@@ -158,13 +171,8 @@ class Container:
         self.options = options
         self.rootfsMounts = list(request.rootfs)
         self.rootfs = os.path.join(request.bundle, "rootfs")
-        self.runc = Runc(
-            environment.spawn,
-            options.binary_name,
-            os.path.join(options.root or DEFAULT_ROOT, environment.namespace),
-            os.path.join(request.bundle, "log.json"),
-            criu=options.criu_path,
-            systemdCgroup=options.systemd_cgroup,
+        self.runc = environment.runtime.runtime(
+            options, environment.namespace, request.bundle
         )
         self.init = InitProcess(
             request.id,
@@ -233,8 +241,8 @@ class Container:
         if self.rootfsMounts:
             os.makedirs(self.rootfs, mode=0o711, exist_ok=True)
             try:
-                mount.mountAll(self.rootfsMounts, self.rootfs)
-            except mount.MountError as e:
+                self.environment.mounter.mountAll(self.rootfsMounts, self.rootfs)
+            except MountError as e:
                 raise errors.unknown(e.rootfsMessage) from e
         try:
             io = self._createIO(self.init)
@@ -300,7 +308,7 @@ class Container:
 
     def _createIO(self, process: Process) -> ProcessIO:
         try:
-            return createIO(
+            return self.environment.createIO(
                 self.environment.reactor,
                 self.environment.spawn,
                 self.id,
@@ -322,7 +330,7 @@ class Container:
 
     def _loadCgroup(self) -> None:
         try:
-            self.cgroup = cgroups.loadCgroup(self.init.pid)
+            self.cgroup = self.environment.loadCgroup(self.init.pid)
         except Exception as e:
             self.log.error(
                 "loading the cgroup of container {id} failed: {error}",
@@ -334,7 +342,7 @@ class Container:
         if not self.rootfsMounts:
             return
         try:
-            mount.unmountAll(self.rootfs)
+            self.environment.mounter.unmountAll(self.rootfs)
         except OSError as e:
             self.log.warn("failed to clean up rootfs mount: {error}", error=e)
 
@@ -589,7 +597,7 @@ class Container:
                     await self.runc.delete(self.id)
                 except RuncError as e:
                     if "does not exist" not in str(e):
-                        message = lastRuntimeError(self.runc.logPath) or str(e)
+                        message = self.runc.lastError() or str(e)
                         raise errors.unknown(f"failed to delete task: {message}") from e
             if self.order.initExitPending():
                 self.order.finishInitExit()
