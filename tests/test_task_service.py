@@ -42,7 +42,13 @@ from shimd.protos import (
 )
 from shimd.runc import cgroups, mount
 from shimd.runc.client import RuncRuntime
-from shimd.runc.plugins import RUNTIME_PLUGIN, Mounter, mounterPlugin, reaperPlugin
+from shimd.runc.plugins import (
+    RUNTIME_PLUGIN,
+    Mounter,
+    mounterPlugin,
+    reaperPlugin,
+    runtimeID,
+)
 from shimd.runc.task.container import DRAIN_TIMEOUT, Environment
 from shimd.runc.task.ordering import EXEC_EXIT_WAIT
 from shimd.runc.task.process import GO_ZERO_TIME_SECONDS
@@ -3000,3 +3006,15 @@ class SeamTests(TaskServiceTestCase):
             ],
         )
         self.assertEqual(runc.binary, "crun")
+
+    def test_runtimeID(self) -> None:
+        """
+        The task service uses the C{runc} runtime plugin, or the only runtime
+        plugin there is when C{runc} is not there.
+        """
+        context = PluginContext(self.reactor, ShimConfig(namespace=NAMESPACE))
+        self.assertEqual(runtimeID(context), "runc")
+        context.add(_registration(RUNTIME_PLUGIN, "crun"), RuncRuntime(self.runc))
+        self.assertEqual(runtimeID(context), "crun")
+        context.add(_registration(RUNTIME_PLUGIN, "runc"), RuncRuntime(self.runc))
+        self.assertEqual(runtimeID(context), "runc")
