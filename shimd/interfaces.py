@@ -2,7 +2,8 @@
 """
 The interfaces between shimd's parts: plugins and the registry that starts
 them, and the services plugins provide to each other (the event publisher,
-the shutdown service, ttrpc services and the task runtime).
+the shutdown service, ttrpc services and the task runtime); and the runc
+shim's parts (cgroups and OOM watching).
 """
 
 from __future__ import annotations
@@ -136,4 +137,65 @@ class ITTRPCService(Interface):
         """
         Register the service's handlers with a
         L{shimd.ttrpc.server.ServiceRegistry}.
+        """
+
+
+# The runc shim: cgroups and OOM watching.
+
+
+class ICgroup(Interface):
+    """
+    A container's cgroup.
+    """
+
+    typeURL = Attribute(
+        "The type URL of the C{Any} that carries L{stats}' message: "
+        "C{io.containerd.cgroups.v1.Metrics} or "
+        "C{io.containerd.cgroups.v2.Metrics}."
+    )
+
+    def stats() -> Any:
+        """
+        Read the cgroup's statistics.
+
+        @return: a C{Metrics} message of the cgroup's version.
+        @raise shimd.runc.cgroups.errors.CgroupError: a file could not be read
+            or parsed.
+        """
+
+    def exists() -> bool:
+        """
+        Whether the cgroup still exists.
+        """
+
+
+OOMCallback = Callable[[str], None]
+
+
+class IOOMWatcher(Interface):
+    """
+    Watches containers' cgroups for out-of-memory kills.
+    """
+
+    def add(containerID: str, cgroup: ICgroup, onOOM: OOMCallback) -> None:
+        """
+        Start watching a container's cgroup.
+
+        @param containerID: passed to C{onOOM}.
+        @param cgroup: the cgroup, of the watcher's version.
+        @param onOOM: called with C{containerID} on each OOM event, in the
+            reactor thread.
+        @raise shimd.runc.cgroups.errors.CgroupError: the cgroup cannot be
+            watched; the Go shim logs this and carries on without OOM events
+            for the container.
+        """
+
+    def remove(containerID: str) -> None:
+        """
+        Stop watching a container, if it is watched.
+        """
+
+    def stop() -> None:
+        """
+        Stop watching every container.
         """

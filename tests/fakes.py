@@ -528,7 +528,7 @@ class FakeMounts:
 
 class FakeCgroup:
     """
-    A container's cgroup (L{shimd.runc.cgroups.ICgroup}'s interface) with fixed
+    A container's cgroup (L{shimd.interfaces.ICgroup}'s interface) with fixed
     statistics.
     """
 

@@ -26,28 +26,16 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from shimd.interfaces import ICgroup, IOOMWatcher
 from shimd.protos import cgroups_v1_pb2, cgroups_v2_pb2
-from shimd.runc.cgroups import (
-    MAX_UINT32,
-    MAX_UINT64,
-    V1_TYPE_URL,
-    V2_TYPE_URL,
-    CgroupError,
-    CgroupNotFound,
-    ICgroup,
-    IOOMWatcher,
-    V1Cgroup,
-    V1OOMWatcher,
-    V2Cgroup,
-    V2OOMWatcher,
-    cgroupMode,
-    hugePageSizes,
-    loadCgroup,
-    newOOMWatcher,
-    parseMountInfo,
-    parseProcCgroup,
-    parseUint,
-)
+from shimd.runc.cgroups.errors import CgroupError, CgroupNotFound
+from shimd.runc.cgroups.files import MAX_UINT32, MAX_UINT64, parseUint
+from shimd.runc.cgroups.load import loadCgroup, parseProcCgroup
+from shimd.runc.cgroups.mode import cgroupMode
+from shimd.runc.cgroups.mountinfo import parseMountInfo
+from shimd.runc.cgroups.oom import V1OOMWatcher, V2OOMWatcher, newOOMWatcher
+from shimd.runc.cgroups.v1 import V1_TYPE_URL, V1Cgroup, hugePageSizes
+from shimd.runc.cgroups.v2 import V2_TYPE_URL, V2Cgroup
 
 
 def words(text: str) -> list[str]:

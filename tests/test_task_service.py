@@ -34,7 +34,9 @@ from shimd.protos import (
     task_pb2,
     task_types_pb2,
 )
-from shimd.runc import cgroups, mount
+from shimd.runc import mount
+from shimd.runc.cgroups import load, mode, oom
+from shimd.runc.cgroups.errors import CgroupError, CgroupNotFound
 from shimd.runc.task.container import DRAIN_TIMEOUT, EXEC_EXIT_WAIT, Environment
 from shimd.runc.task.process import GO_ZERO_TIME_SECONDS
 from shimd.runc.task.service import TaskService, taskPlugin
@@ -90,7 +92,7 @@ class TaskServiceTestCase(SynchronousTestCase):
     @ivar publisher: records the events.
     @ivar stdio: makes the processes' L{FakeIO}s.
     @ivar mounts: records rootfs mounts.
-    @ivar cgroups: the cgroup L{shimd.runc.cgroups.loadCgroup} gives each pid.
+    @ivar cgroups: the cgroup L{shimd.runc.cgroups.load.loadCgroup} gives each pid.
     """
 
     def setUp(self) -> None:
@@ -106,7 +108,7 @@ class TaskServiceTestCase(SynchronousTestCase):
         self.stdio = FakeIOFactory()
         self.patch(shimd.runc.task.container, "createIO", self.stdio)
         self.cgroups: dict[int, Any] = {}
-        self.patch(cgroups, "loadCgroup", self.loadCgroup)
+        self.patch(load, "loadCgroup", self.loadCgroup)
         self.patch(shimd.runc.client, "_which", self.which)
         self.killed: list[tuple[int, int]] = []
         self.root = os.path.abspath(self.mktemp())
@@ -150,7 +152,7 @@ class TaskServiceTestCase(SynchronousTestCase):
         try:
             return self.cgroups[pid]
         except KeyError:
-            raise cgroups.CgroupNotFound(f"process {pid} not found") from None
+            raise CgroupNotFound(f"process {pid} not found") from None
 
     @staticmethod
     def which(binary: str) -> str:
@@ -2659,7 +2661,7 @@ class StatsErrorTests(TaskServiceTestCase):
         A cgroup whose files cannot be parsed gives UNKNOWN too.
         """
         cgroup = FakeCgroup()
-        cgroup.statsError = cgroups.CgroupError("parse memory.stat: bad line")
+        cgroup.statsError = CgroupError("parse memory.stat: bad line")
         self.cgroups[100] = cgroup
         self.runContainer(pid=100)
         self.assertCallFails(
@@ -2904,8 +2906,8 @@ class OOMTests(TaskServiceTestCase):
         C{/tasks/oom} through the event plugin.
         """
         watcher = FakeOOMWatcher()
-        self.patch(cgroups, "cgroupMode", lambda *args: "v2")
-        self.patch(cgroups, "newOOMWatcher", lambda mode, reactor=None: watcher)
+        self.patch(mode, "cgroupMode", lambda *args: "v2")
+        self.patch(oom, "newOOMWatcher", lambda mode, reactor=None: watcher)
         context = PluginContext(self.reactor, ShimConfig(namespace=NAMESPACE))
         publisher, shutdown = FakePublisher(), FakeShutdown()
         context.add(_registration(EVENT_PLUGIN, "publisher"), publisher)

@@ -28,6 +28,7 @@ import time
 from collections.abc import Mapping, Sequence
 
 from shimd import RUNTIME_NAME, __version__, wire
+from shimd.runc.cgroups.mode import cgroupMode
 
 # The interpreter's own SHA-256: hashlib would load OpenSSL first.
 try:
@@ -574,15 +575,6 @@ def launchDaemon(
         else:
             return Daemon(forked.pid, forked.proc, forked.status.detach())
     return spawnDaemon(daemonCommand(arguments), listener, environ)
-
-
-def cgroupMode() -> str:
-    """
-    C{"v2"} on a unified cgroup hierarchy, C{"v1"} on a legacy or hybrid one.
-    """
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return "v2"
-    return "v1"
 
 
 def joinCgroup(pid: int, cgroup: str) -> None:

@@ -29,7 +29,9 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
-from shimd.runc import cgroups, mount
+from shimd.runc import mount
+from shimd.runc.cgroups import load
+from shimd.runc.cgroups.errors import CgroupError
 from shimd.runc.client import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
 from shimd.runc.stdio import ProcessIO, StdioError, createIO
 from shimd.runc.task import errors
@@ -328,7 +330,7 @@ class Container:
 
     def _loadCgroup(self) -> None:
         try:
-            self.cgroup = cgroups.loadCgroup(self.init.pid)
+            self.cgroup = load.loadCgroup(self.init.pid)
         except Exception as e:
             self.log.error(
                 "loading the cgroup of container {id} failed: {error}",
@@ -812,7 +814,7 @@ class Container:
             raise errors.notFound("cgroup does not exist")
         try:
             metrics = self.cgroup.stats()
-        except (OSError, cgroups.CgroupError) as e:
+        except (OSError, CgroupError) as e:
             raise errors.unknown(f"failed to read cgroup stats: {e}") from e
         return AnyMessage(
             type_url=self.cgroup.typeURL, value=metrics.SerializeToString()

@@ -319,7 +319,7 @@ class TaskService:
 
 
 def _initialise(context: IPluginContext) -> TaskService:
-    from shimd.runc import cgroups
+    from shimd.runc.cgroups import mode, oom
 
     reactor = context.reactor
     publisher = IPublisher(context.get(EVENT_PLUGIN))
@@ -331,7 +331,7 @@ def _initialise(context: IPluginContext) -> TaskService:
         reaper=reaper,
         spawn=reactorSpawner(reactor),
         publish=publisher.publish,
-        oomWatcher=cgroups.newOOMWatcher(cgroups.cgroupMode(), reactor),
+        oomWatcher=oom.newOOMWatcher(mode.cgroupMode(), reactor),
     )
     service = TaskService(
         environment, publisher, IShutdown(context.get(INTERNAL_PLUGIN, "shutdown"))
