@@ -3,7 +3,7 @@
 The interfaces between shimd's parts: plugins and the registry that starts
 them, and the services plugins provide to each other (the event publisher,
 the shutdown service, ttrpc services and the task runtime); and the runc
-shim's parts (cgroups and OOM watching).
+shim's parts (cgroups, OOM watching and stdio).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IConsumer
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
@@ -198,4 +199,40 @@ class IOOMWatcher(Interface):
     def stop() -> None:
         """
         Stop watching every container.
+        """
+
+
+# The runc shim: stdio.
+
+
+class IOutputSink(IConsumer):
+    """
+    Where a copy of a process's output goes: a fifo or pipe (the client's
+    fifo, a logging binary's pipe, the terminal's copy to stdout) or a
+    regular file (C{file://}, or a path that is not a fifo).
+
+    A copy's reader writes to it as a streaming producer, pausing while it
+    is full, and asks it to finish at the end of the process's output; the
+    process's stdio aborts it when the process is deleted.
+    """
+
+    finished = Attribute(
+        "A Deferred that fires with None once everything written has been "
+        "flushed and the sink closed, or once it has been lost or aborted."
+    )
+    moved = Attribute(
+        "How many bytes it has written where the client reads: progress "
+        "that the wait for the output to be delivered watches."
+    )
+
+    def loseConnection() -> None:
+        """
+        Finish: close once what is buffered has been written (a sink shared
+        by several copies, as stdout and stderr share a C{file://} target,
+        closes when the last of them has finished).
+        """
+
+    def abortConnection() -> None:
+        """
+        Close now, dropping whatever is still buffered.
         """

@@ -33,7 +33,7 @@ from zope.interface import implementer
 
 from shimd.interfaces import IPublisher, IShutdown
 from shimd.protos import cgroups_v1_pb2
-from shimd.runc.stdio import StdioError
+from shimd.runc.stdio.errors import StdioError
 from shimd.shim.reaper import Reaper
 
 
@@ -405,7 +405,7 @@ class FakeShutdown:
 
 class FakeIO:
     """
-    A process's stdio (L{shimd.runc.stdio.ProcessIO}'s interface) without
+    A process's stdio (L{shimd.runc.stdio.processio.ProcessIO}'s interface) without
     descriptors: records what the container asks of it.
 
     @ivar drained: what L{waitDrained} returns; a test may set an unfired
@@ -471,7 +471,7 @@ class FakeIO:
 
 class FakeIOFactory:
     """
-    Stands in for L{shimd.runc.stdio.createIO}: makes L{FakeIO}s and keeps them.
+    Stands in for L{shimd.runc.stdio.create.createIO}: makes L{FakeIO}s and keeps them.
 
     @ivar ios: every stdio made, in order.
     @ivar failWith: when set, the next stdio fails with this message.

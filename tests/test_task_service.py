@@ -820,7 +820,7 @@ class CreateTests(TaskServiceTestCase):
         When the stdio cannot be connected after runc create, C{Create}
         fails, the stdio is closed and no C{/tasks/create} is published.
         """
-        from shimd.runc.stdio import StdioError
+        from shimd.runc.stdio.errors import StdioError
 
         bundle = self.bundle()
 

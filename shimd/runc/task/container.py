@@ -33,7 +33,9 @@ from shimd.runc import mount
 from shimd.runc.cgroups import load
 from shimd.runc.cgroups.errors import CgroupError
 from shimd.runc.client import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
-from shimd.runc.stdio import ProcessIO, StdioError, createIO
+from shimd.runc.stdio.create import createIO
+from shimd.runc.stdio.errors import StdioError
+from shimd.runc.stdio.processio import ProcessIO
 from shimd.runc.task import errors
 from shimd.runc.task.process import ExecProcess, InitProcess, Process, State
 from shimd.shim import bootstrap
@@ -514,8 +516,9 @@ class Container:
         C{Wait} returns and would lose what the copy or the fifo still
         held. (The Go shim reports the exit at once and copies beside it,
         and loses that race now and then.) The wait is given up as soon as
-        the output makes no progress for L{shimd.runc.stdio.DRAIN_IDLE} seconds (nobody
-        reads it: the exit is then reported within about 0.1 s of the
+        the output makes no progress for
+        L{shimd.runc.stdio.drain.DRAIN_IDLE} seconds (nobody reads it: the
+        exit is then reported within about 0.1 s of the
         reaping), and after L{DRAIN_TIMEOUT} seconds in all.
         """
         if process.state is State.DELETED:
