@@ -16,6 +16,7 @@ from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
+    from twisted.internet.defer import Deferred
 
     from shimd.ttrpc.server import ServiceRegistry
 
@@ -169,6 +170,14 @@ class ICgroup(Interface):
         Whether the cgroup still exists.
         """
 
+    def enableControllers() -> None:
+        """
+        Make every controller available to the container's cgroup, as the Go
+        shim does at the C{Start} of a container's init: on cgroup v2, by
+        enabling them in the C{cgroup.subtree_control} of its ancestors; on
+        v1, where each controller is its own hierarchy, nothing.
+        """
+
 
 OOMCallback = Callable[[str], None]
 
@@ -235,4 +244,76 @@ class IOutputSink(IConsumer):
     def abortConnection() -> None:
         """
         Close now, dropping whatever is still buffered.
+        """
+
+
+class IProcessIO(Interface):
+    """
+    The stdio of one container process, whatever its mode (none, pipes to
+    fifos or files, a logging binary, a terminal).
+
+    Its life: L{runcStdio} and L{consoleSocket} go on runc's command line;
+    L{prepare} before runc runs; L{spawned} once runc is running; L{attach}
+    once runc has created the process; L{waitDrained} and L{close} when the
+    process is deleted.
+    """
+
+    stdin = Attribute("The client's stdin string, as requested.")
+    stdout = Attribute("The client's stdout string, as requested.")
+    stderr = Attribute("The client's stderr string, as requested.")
+    runcStdio = Attribute(
+        "The descriptors runc gives the process, by number (0, 1, 2)."
+    )
+    consoleSocket = Attribute(
+        "The path of the unix socket runc sends the pty master on "
+        "(C{--console-socket}), or None without a terminal."
+    )
+
+    def prepare() -> Deferred[None]:
+        """
+        Get ready before runc runs: start a logging binary, for one.
+
+        @return: a Deferred that fires once ready.
+        """
+
+    def spawned() -> None:
+        """
+        runc has its copies of the process's ends: close the shim's, so that
+        the process's exit ends its output.
+        """
+
+    def attach() -> Deferred[None]:
+        """
+        Start copying, now that runc has created the process.
+
+        @return: a Deferred that fires once the copies run.
+        @raise shimd.runc.stdio.errors.StdioError: what was asked for cannot
+            be opened.
+        """
+
+    def closeStdin() -> None:
+        """
+        Close the shim's keep-alive writer on the stdin fifo (C{CloseIO}).
+        """
+
+    def resize(width: int, height: int) -> None:
+        """
+        Set the terminal's window size; nothing without a terminal.
+        """
+
+    def waitDrained(timeout: float) -> Deferred[None]:
+        """
+        Wait for the process's output to reach its client (the exit after
+        output rule), giving up when it stops moving or after C{timeout}
+        seconds in all.
+
+        @return: a Deferred that fires with None, never failing.
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Stop every copy and close every descriptor.
+
+        @return: a Deferred that fires once closed (a logging binary
+            stopped, for one).
         """

@@ -31,7 +31,13 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shimd.interfaces import IPublisher, IShutdown
+from shimd.interfaces import (
+    ICgroup,
+    IOOMWatcher,
+    IProcessIO,
+    IPublisher,
+    IShutdown,
+)
 from shimd.protos import cgroups_v1_pb2
 from shimd.runc.stdio.errors import StdioError
 from shimd.shim.reaper import Reaper
@@ -403,9 +409,10 @@ class FakeShutdown:
         return succeed(None)
 
 
+@implementer(IProcessIO)
 class FakeIO:
     """
-    A process's stdio (L{shimd.runc.stdio.processio.ProcessIO}'s interface) without
+    A process's stdio (L{IProcessIO}) without
     descriptors: records what the container asks of it.
 
     @ivar drained: what L{waitDrained} returns; a test may set an unfired
@@ -526,10 +533,10 @@ class FakeMounts:
         self.calls.append(("unmount", target))
 
 
+@implementer(ICgroup)
 class FakeCgroup:
     """
-    A container's cgroup (L{shimd.interfaces.ICgroup}'s interface) with fixed
-    statistics.
+    A container's cgroup with fixed statistics.
     """
 
     typeURL = "io.containerd.cgroups.v1.Metrics"
@@ -548,6 +555,9 @@ class FakeCgroup:
     def exists(self) -> bool:
         return True
 
+    def enableControllers(self) -> None:
+        pass
+
 
 class FakeV2Cgroup(FakeCgroup):
     """
@@ -564,6 +574,7 @@ class FakeV2Cgroup(FakeCgroup):
         self.enabled += 1
 
 
+@implementer(IOOMWatcher)
 class FakeOOMWatcher:
     """
     Records the containers watched for OOM kills, and lets a test report one.

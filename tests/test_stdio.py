@@ -30,7 +30,7 @@ from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
-from shimd.interfaces import IOutputSink
+from shimd.interfaces import IOutputSink, IProcessIO
 from shimd.runc.client import reactorSpawner
 from shimd.runc.stdio.binary import BinaryIO
 from shimd.runc.stdio.console import CONSOLE_TIMEOUT, ConsoleIO
@@ -41,6 +41,7 @@ from shimd.runc.stdio.fifo import openFifoForReading, openFifoForWriting
 from shimd.runc.stdio.pipes import PipeIO
 from shimd.runc.stdio.processio import NullIO, ProcessIO
 from shimd.runc.stdio.streams import CHUNK, FileWriter, Reader, Writer
+from tests.fakes import FakeIO
 
 #: The most a test waits for something the reactor does, in reactor turns of
 #: L{POLL} seconds: a bound against hanging, never a timing assertion.
@@ -702,6 +703,17 @@ class CreateIOTests(TestCase):
                 os.readlink(f"/proc/self/fd/{io.runcStdio[fd]}"), "/dev/null"
             )
         self.assertIsNone(io.consoleSocket)
+
+    def test_providesIProcessIO(self) -> None:
+        """
+        Each mode's stdio, and the task tests' fake, provide L{IProcessIO}.
+        """
+        for stdout in ("", "file:///run/none/log", "binary:///bin/logger?k=v"):
+            self.assertTrue(
+                verifyObject(IProcessIO, self.create("", stdout, "", False))
+            )
+        fake = FakeIO("", "", "", False, 0, 0)
+        self.assertTrue(verifyObject(IProcessIO, fake))
 
     def test_pipes(self) -> None:
         """

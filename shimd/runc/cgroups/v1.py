@@ -158,6 +158,11 @@ class V1Cgroup:
         """
         return all(os.path.lexists(path) for path in self.paths.values())
 
+    def enableControllers(self) -> None:
+        """
+        Nothing: on v1 every controller is a hierarchy of its own.
+        """
+
     def stats(self) -> cgroups_v1_pb2.Metrics:
         """
         Read the statistics the Go package's C{Stat(cgroups.IgnoreNotExist)}

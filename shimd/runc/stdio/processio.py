@@ -13,12 +13,14 @@ from typing import Any
 from twisted.internet import main
 from twisted.internet.defer import Deferred, succeed
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from shimd.interfaces import IOutputSink
+from shimd.interfaces import IOutputSink, IProcessIO
 from shimd.runc.stdio.drain import DRAIN_IDLE, DrainWait, OutputCopy
 from shimd.runc.stdio.streams import Reader, closeQuietly
 
 
+@implementer(IProcessIO)
 class ProcessIO:
     """
     The stdio of one process, whatever its mode.

@@ -419,8 +419,7 @@ class Container:
         if self.init.state in (State.CREATED, State.CREATED_CHECKPOINT):
             self.init.state = State.RUNNING
         if self.cgroup is not None:
-            if getattr(self.cgroup, "enableControllers", None) is not None:
-                self.cgroup.enableControllers()
+            self.cgroup.enableControllers()
             watcher = self.environment.oomWatcher
             if watcher is not None and self.environment.onOOM is not None:
                 try:
