@@ -13,10 +13,8 @@ from shimd.runc.cgroups.errors import CgroupError, CgroupNotFound
 from shimd.runc.cgroups.files import readText
 from shimd.runc.cgroups.mode import CGROUP_ROOT, cgroupMode
 from shimd.runc.cgroups.mountinfo import Mount, readMountInfo
-from shimd.runc.cgroups.v1 import HUGEPAGES_DIR, V1Cgroup
+from shimd.runc.cgroups.v1 import HUGEPAGES_DIR, PROC_ROOT, V1Cgroup
 from shimd.runc.cgroups.v2 import V2Cgroup
-
-PROC_ROOT = "/proc"
 
 # The v1 controllers the Go package knows (cgroups.defaults), minus the
 # named systemd hierarchy, which is not a controller.

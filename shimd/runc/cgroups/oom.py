@@ -27,7 +27,8 @@ log = Logger()
 
 def newOOMWatcher(mode: str, reactor: Any = None) -> IOOMWatcher:
     """
-    The OOM watcher for a cgroup mode, as L{cgroupMode} gives it.
+    The OOM watcher for a cgroup mode, as
+    L{shimd.runc.cgroups.mode.cgroupMode} gives it.
     """
     if mode == "v2":
         return V2OOMWatcher(reactor)
