@@ -51,9 +51,9 @@ def runtimeID(context: IPluginContext) -> str:
 
 
 def _oomWatcher(context: IPluginContext) -> Any:
-    from shimd.runc.cgroups import mode, oom
+    from shimd.runc import cgroups
 
-    return oom.newOOMWatcher(mode.cgroupMode(), context.reactor)
+    return cgroups.newOOMWatcher(cgroups.cgroupMode(), context.reactor)
 
 
 def _reaper(context: IPluginContext) -> Reaper:

@@ -328,8 +328,7 @@ class TaskService:
 
 
 def _initialise(context: IPluginContext) -> TaskService:
-    from shimd.runc.cgroups import load
-    from shimd.runc.stdio import create
+    from shimd.runc import cgroups, stdio
 
     reactor = context.reactor
     publisher = IPublisher(context.get(EVENT_PLUGIN, "publisher"))
@@ -340,8 +339,8 @@ def _initialise(context: IPluginContext) -> TaskService:
         runtime=IOCIRuntimeFactory(context.get(RUNTIME_PLUGIN, runtimeID(context))),
         mounter=IMounter(context.get(INTERNAL_PLUGIN, "mount")),
         spawn=reactorSpawner(reactor),
-        createIO=create.createIO,
-        loadCgroup=load.loadCgroup,
+        createIO=stdio.createIO,
+        loadCgroup=cgroups.loadCgroup,
         publish=publisher.publish,
         oomWatcher=context.get(INTERNAL_PLUGIN, "oom"),
     )
