@@ -28,9 +28,6 @@ from typing import Any
 import attr
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
-from zope.interface import implementer
-
-from shimd.interfaces import IReaper
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -94,7 +91,6 @@ class Launch:
             self._reaper._launchDone()
 
 
-@implementer(IReaper)
 class Reaper:
     """
     Routes the exit of every child to its watchers.
