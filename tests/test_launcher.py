@@ -27,26 +27,8 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 import shimd
 from shimd import RUNTIME_NAME, __version__, wire
 from shimd.protos import runc_options_pb2, task_pb2
-from shimd.runc import manager
-from shimd.shim import bootstrap, launcher, spawn
-from shimd.shim.address import (
-    canConnect,
-    cleanPath,
-    joinPath,
-    listen,
-    socketAddress,
-    writeAddress,
-)
-from shimd.shim.errors import LaunchError
-from shimd.shim.flags import (
-    FlagError,
-    HelpRequested,
-    daemonArguments,
-    goQuote,
-    parseFlags,
-    usage,
-    validateIdentifier,
-)
+from shimd.shim import bootstrap, launcher
+from shimd.shim.launcher import LaunchError
 
 # The argv containerd 1.6 passes, as observed (shim-cli.md section 2).
 START_ARGV = [
@@ -110,14 +92,14 @@ def readFile(path: str) -> bytes:
 
 class ParseFlagsTests(SynchronousTestCase):
     """
-    L{parseFlags} reads every form Go's C{flag} package reads.
+    L{launcher.parseFlags} reads every form Go's C{flag} package reads.
     """
 
     def test_defaults(self) -> None:
         """
         Without arguments every flag has its Go default.
         """
-        flags = parseFlags([])
+        flags = launcher.parseFlags([])
         self.assertEqual(
             (flags.namespace, flags.id, flags.socket, flags.bundle, flags.address),
             ("", "", "", "", ""),
@@ -132,7 +114,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         The argv containerd runs C{start} with.
         """
-        flags = parseFlags(START_ARGV)
+        flags = launcher.parseFlags(START_ARGV)
         self.assertEqual(flags.namespace, "sxref")
         self.assertEqual(flags.address, "/tmp/t/c.sock")
         self.assertEqual(flags.publishBinary, "/usr/bin/containerd")
@@ -146,7 +128,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         The argv containerd runs C{delete} with.
         """
-        flags = parseFlags(DELETE_ARGV)
+        flags = launcher.parseFlags(DELETE_ARGV)
         self.assertEqual(flags.namespace, "sxref")
         self.assertEqual(flags.id, "sx1")
         self.assertEqual(
@@ -159,7 +141,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         The daemon's argv has no action.
         """
-        flags = parseFlags(
+        flags = launcher.parseFlags(
             ["-namespace", "ns", "-id", "c1", "-address", "/a", "-debug"]
         )
         self.assertEqual((flags.namespace, flags.id, flags.address), ("ns", "c1", "/a"))
@@ -172,26 +154,26 @@ class ParseFlagsTests(SynchronousTestCase):
         after C{=}.
         """
         for argv in (["-id", "x"], ["--id", "x"], ["-id=x"], ["--id=x"]):
-            self.assertEqual(parseFlags(argv).id, "x", argv)
+            self.assertEqual(launcher.parseFlags(argv).id, "x", argv)
 
     def test_valueWithEquals(self) -> None:
         """
         Only the first C{=} separates the name from the value.
         """
-        self.assertEqual(parseFlags(["-address=/a=b"]).address, "/a=b")
+        self.assertEqual(launcher.parseFlags(["-address=/a=b"]).address, "/a=b")
 
     def test_emptyValue(self) -> None:
         """
         C{-name=} sets an empty value.
         """
-        self.assertEqual(parseFlags(["-publish-binary="]).publishBinary, "")
+        self.assertEqual(launcher.parseFlags(["-publish-binary="]).publishBinary, "")
 
     def test_valueLooksLikeFlag(self) -> None:
         """
         As in Go, a value flag takes the next word even when it starts with a
         dash.
         """
-        flags = parseFlags(["-id", "-debug", "start"])
+        flags = launcher.parseFlags(["-id", "-debug", "start"])
         self.assertEqual(flags.id, "-debug")
         self.assertFalse(flags.debug)
         self.assertEqual(flags.action, "start")
@@ -200,7 +182,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         A flag given twice keeps its last value.
         """
-        self.assertEqual(parseFlags(["-id", "a", "-id=b"]).id, "b")
+        self.assertEqual(launcher.parseFlags(["-id", "a", "-id=b"]).id, "b")
 
     def test_booleans(self) -> None:
         """
@@ -218,32 +200,32 @@ class ParseFlagsTests(SynchronousTestCase):
             (["-debug=F"], False),
         ]
         for argv, expected in cases:
-            self.assertEqual(parseFlags(argv).debug, expected, argv)
+            self.assertEqual(launcher.parseFlags(argv).debug, expected, argv)
 
     def test_booleanTakesNoValue(self) -> None:
         """
         A boolean flag does not take the next word: C{-debug false} leaves
         C{false} as the first positional argument, as in Go.
         """
-        flags = parseFlags(["-debug", "false"])
+        flags = launcher.parseFlags(["-debug", "false"])
         self.assertTrue(flags.debug)
         self.assertEqual(flags.action, "false")
-        self.assertEqual(parseFlags(["-debug", "start"]).action, "start")
+        self.assertEqual(launcher.parseFlags(["-debug", "start"]).action, "start")
 
     def test_version(self) -> None:
         """
         C{-v} asks for the version.
         """
-        self.assertTrue(parseFlags(["-v"]).version)
-        self.assertTrue(parseFlags(["--v"]).version)
-        self.assertFalse(parseFlags(["-v=false"]).version)
+        self.assertTrue(launcher.parseFlags(["-v"]).version)
+        self.assertTrue(launcher.parseFlags(["--v"]).version)
+        self.assertFalse(launcher.parseFlags(["-v=false"]).version)
 
     def test_actionEndsFlags(self) -> None:
         """
         The first positional argument is the action; what follows it is not
         parsed as flags.
         """
-        flags = parseFlags(["-namespace", "ns", "start", "-id", "x"])
+        flags = launcher.parseFlags(["-namespace", "ns", "start", "-id", "x"])
         self.assertEqual(flags.action, "start")
         self.assertEqual(flags.arguments, ["start", "-id", "x"])
         self.assertEqual(flags.id, "")
@@ -252,17 +234,17 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         C{--} ends the flags and is not itself an argument.
         """
-        flags = parseFlags(["-namespace", "ns", "--", "-id", "x"])
+        flags = launcher.parseFlags(["-namespace", "ns", "--", "-id", "x"])
         self.assertEqual(flags.namespace, "ns")
         self.assertEqual(flags.id, "")
         self.assertEqual(flags.arguments, ["-id", "x"])
-        self.assertEqual(parseFlags(["--", "delete"]).action, "delete")
+        self.assertEqual(launcher.parseFlags(["--", "delete"]).action, "delete")
 
     def test_singleDash(self) -> None:
         """
         A lone C{-} is a positional argument.
         """
-        self.assertEqual(parseFlags(["-"]).arguments, ["-"])
+        self.assertEqual(launcher.parseFlags(["-"]).arguments, ["-"])
 
     def test_unknown(self) -> None:
         """
@@ -274,35 +256,39 @@ class ParseFlagsTests(SynchronousTestCase):
             (["--x=1", "start"], "x"),
             (["-debug", "-nope", "delete"], "nope"),
         ]:
-            error = self.assertRaises(FlagError, parseFlags, argv)
+            error = self.assertRaises(launcher.FlagError, launcher.parseFlags, argv)
             self.assertEqual(str(error), f"flag provided but not defined: -{name}")
 
     def test_unknownAfterAction(self) -> None:
         """
         What follows the action is not parsed, so it is never unknown.
         """
-        self.assertEqual(parseFlags(["start", "-x"]).arguments, ["start", "-x"])
+        self.assertEqual(
+            launcher.parseFlags(["start", "-x"]).arguments, ["start", "-x"]
+        )
 
     def test_help(self) -> None:
         """
         C{-h}, C{-help} and C{--help} ask for the usage.
         """
         for argv in (["-h"], ["--help"], ["-help"], ["-namespace", "n", "-h", "x"]):
-            self.assertRaises(HelpRequested, parseFlags, argv)
+            self.assertRaises(launcher.HelpRequested, launcher.parseFlags, argv)
 
     def test_badSyntax(self) -> None:
         """
         Three dashes, or a name starting with C{=}, are Go's bad syntax.
         """
         for word in ("---x", "-=x", "--=1"):
-            error = self.assertRaises(FlagError, parseFlags, [word])
+            error = self.assertRaises(launcher.FlagError, launcher.parseFlags, [word])
             self.assertEqual(str(error), f"bad flag syntax: {word}")
 
     def test_badBoolean(self) -> None:
         """
         A boolean flag's value must be one Go's C{strconv.ParseBool} reads.
         """
-        error = self.assertRaises(FlagError, parseFlags, ["-debug=yes"])
+        error = self.assertRaises(
+            launcher.FlagError, launcher.parseFlags, ["-debug=yes"]
+        )
         self.assertEqual(
             str(error), 'invalid boolean value "yes" for -debug: parse error'
         )
@@ -312,35 +298,38 @@ class ParseFlagsTests(SynchronousTestCase):
         A value flag at the end, without its value, is an error naming it.
         """
         for name in ("id", "namespace", "address", "bundle", "socket"):
-            error = self.assertRaises(FlagError, parseFlags, ["-debug", f"-{name}"])
+            error = self.assertRaises(
+                launcher.FlagError, launcher.parseFlags, ["-debug", f"-{name}"]
+            )
             self.assertEqual(str(error), f"flag needs an argument: -{name}")
-        self.assertRaises(LaunchError, parseFlags, ["--publish-binary"])
+        self.assertRaises(LaunchError, launcher.parseFlags, ["--publish-binary"])
 
 
 class ValidateIdentifierTests(SynchronousTestCase):
     """
-    L{validateIdentifier} is containerd's C{identifiers.Validate}.
+    L{launcher.validateIdentifier} is containerd's C{identifiers.Validate}.
     """
 
     def test_valid(self) -> None:
         for text in ("a", "default", "k8s.io", "a-b_c.d", "A1", "x" * 76, "0"):
-            validateIdentifier(text)
+            launcher.validateIdentifier(text)
 
     def test_invalid(self) -> None:
         pattern = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
         for text in ("../x", ".a", "a.", "a..b", "a-_b", "a/b", "a b", "é", "-"):
-            error = self.assertRaises(LaunchError, validateIdentifier, text)
+            error = self.assertRaises(LaunchError, launcher.validateIdentifier, text)
             self.assertEqual(
                 str(error),
-                f"identifier {goQuote(text)} must match {pattern}: invalid argument",
+                f"identifier {launcher.goQuote(text)} must match {pattern}: "
+                "invalid argument",
             )
 
     def test_empty(self) -> None:
-        error = self.assertRaises(LaunchError, validateIdentifier, "")
+        error = self.assertRaises(LaunchError, launcher.validateIdentifier, "")
         self.assertEqual(str(error), "identifier must not be empty: invalid argument")
 
     def test_tooLong(self) -> None:
-        error = self.assertRaises(LaunchError, validateIdentifier, "x" * 77)
+        error = self.assertRaises(LaunchError, launcher.validateIdentifier, "x" * 77)
         self.assertEqual(
             str(error),
             f'identifier "{"x" * 77}" greater than maximum length (76 characters): '
@@ -348,19 +337,19 @@ class ValidateIdentifierTests(SynchronousTestCase):
         )
 
     def test_goQuote(self) -> None:
-        self.assertEqual(goQuote('a"b\\c'), '"a\\"b\\\\c"')
-        self.assertEqual(goQuote("a\nb\x01"), '"a\\nb\\x01"')
+        self.assertEqual(launcher.goQuote('a"b\\c'), '"a\\"b\\\\c"')
+        self.assertEqual(launcher.goQuote("a\nb\x01"), '"a\\nb\\x01"')
 
 
 class PathTests(SynchronousTestCase):
     """
-    L{cleanPath} and L{joinPath} are Go's C{path.Clean} and
+    L{launcher.cleanPath} and L{launcher.joinPath} are Go's C{path.Clean} and
     C{filepath.Join}.
     """
 
     def test_cleanPath(self) -> None:
         """
-        L{cleanPath} gives the shortest lexically equivalent path:
+        L{launcher.cleanPath} gives the shortest lexically equivalent path:
         one slash between elements, no C{.}, C{..} resolved against what
         precedes it (or dropped at the root), C{.} for nothing.
         """
@@ -408,18 +397,18 @@ class PathTests(SynchronousTestCase):
             "a/.b/..c": "a/.b/..c",
         }
         for path, expected in cases.items():
-            self.assertEqual(cleanPath(path), expected, repr(path))
+            self.assertEqual(launcher.cleanPath(path), expected, repr(path))
 
     def test_cleanIdempotent(self) -> None:
         """
         A clean path cleans to itself.
         """
         for path in ("/a/b", "a", "..", "/", ".", "../x"):
-            self.assertEqual(cleanPath(cleanPath(path)), path)
+            self.assertEqual(launcher.cleanPath(launcher.cleanPath(path)), path)
 
     def test_joinPath(self) -> None:
         """
-        L{joinPath} joins with slashes, ignores empty elements,
+        L{launcher.joinPath} joins with slashes, ignores empty elements,
         cleans the result, and gives C{""} when every element is empty.
         """
         cases: list[tuple[tuple[str, ...], str]] = [
@@ -449,12 +438,12 @@ class PathTests(SynchronousTestCase):
             (("/tmp/t//c.sock/", "sxref", "sx2"), "/tmp/t/c.sock/sxref/sx2"),
         ]
         for elements, expected in cases:
-            self.assertEqual(joinPath(*elements), expected, repr(elements))
+            self.assertEqual(launcher.joinPath(*elements), expected, repr(elements))
 
 
 class SocketAddressTests(SynchronousTestCase):
     """
-    L{socketAddress} derives the address as the Go shim does.
+    L{launcher.socketAddress} derives the address as the Go shim does.
     """
 
     expectedHash = hashlib.sha256(b"/tmp/t/c.sock/sxref/sx2").hexdigest()
@@ -465,7 +454,7 @@ class SocketAddressTests(SynchronousTestCase):
         the group joined as paths, under C{/run/containerd/s}: 89 bytes, as
         observed.
         """
-        address = socketAddress("/tmp/t/c.sock", "sxref", "sx2")
+        address = launcher.socketAddress("/tmp/t/c.sock", "sxref", "sx2")
         self.assertEqual(address, "unix:///run/containerd/s/" + self.expectedHash)
         self.assertEqual(len(address), 89)
 
@@ -474,7 +463,7 @@ class SocketAddressTests(SynchronousTestCase):
         containerd's address is cleaned first, as C{filepath.Join} does.
         """
         self.assertEqual(
-            socketAddress("/tmp/t//c.sock/", "sxref", "sx2"),
+            launcher.socketAddress("/tmp/t//c.sock/", "sxref", "sx2"),
             "unix:///run/containerd/s/" + self.expectedHash,
         )
 
@@ -483,7 +472,7 @@ class SocketAddressTests(SynchronousTestCase):
         Another socket directory holds the same name, cleaned.
         """
         self.assertEqual(
-            socketAddress("/tmp/t/c.sock", "sxref", "sx2", "/tmp/sx//s/"),
+            launcher.socketAddress("/tmp/t/c.sock", "sxref", "sx2", "/tmp/sx//s/"),
             "unix:///tmp/sx/s/" + self.expectedHash,
         )
 
@@ -492,17 +481,17 @@ class SocketAddressTests(SynchronousTestCase):
         Different namespaces or groups get different addresses.
         """
         addresses = {
-            socketAddress("/c.sock", "a", "g"),
-            socketAddress("/c.sock", "b", "g"),
-            socketAddress("/c.sock", "a", "h"),
-            socketAddress("/d.sock", "a", "g"),
+            launcher.socketAddress("/c.sock", "a", "g"),
+            launcher.socketAddress("/c.sock", "b", "g"),
+            launcher.socketAddress("/c.sock", "a", "h"),
+            launcher.socketAddress("/d.sock", "a", "g"),
         }
         self.assertEqual(len(addresses), 4)
 
 
 class GroupKeyTests(SynchronousTestCase):
     """
-    L{manager.groupKey} picks the key that decides which shim serves a
+    L{launcher.groupKey} picks the key that decides which shim serves a
     container.
     """
 
@@ -516,7 +505,7 @@ class GroupKeyTests(SynchronousTestCase):
                 "io.containerd.runc.v2.group": "group",
             }
         }
-        self.assertEqual(manager.groupKey(spec, "c1"), "group")
+        self.assertEqual(launcher.groupKey(spec, "c1"), "group")
 
     def test_sandboxAnnotation(self) -> None:
         """
@@ -525,22 +514,22 @@ class GroupKeyTests(SynchronousTestCase):
         spec: dict[str, object] = {
             "annotations": {"io.kubernetes.cri.sandbox-id": "sandbox", "x": "y"}
         }
-        self.assertEqual(manager.groupKey(spec, "c1"), "sandbox")
+        self.assertEqual(launcher.groupKey(spec, "c1"), "sandbox")
 
     def test_emptyAnnotation(self) -> None:
         """
         A present annotation counts even when empty, as in Go.
         """
         spec: dict[str, object] = {"annotations": {"io.containerd.runc.v2.group": ""}}
-        self.assertEqual(manager.groupKey(spec, "c1"), "")
+        self.assertEqual(launcher.groupKey(spec, "c1"), "")
 
     def test_noAnnotations(self) -> None:
         """
         Without a grouping annotation the key is the id.
         """
-        self.assertEqual(manager.groupKey({}, "c1"), "c1")
-        self.assertEqual(manager.groupKey({"annotations": {}}, "c1"), "c1")
-        self.assertEqual(manager.groupKey({"annotations": {"a": "b"}}, "c1"), "c1")
+        self.assertEqual(launcher.groupKey({}, "c1"), "c1")
+        self.assertEqual(launcher.groupKey({"annotations": {}}, "c1"), "c1")
+        self.assertEqual(launcher.groupKey({"annotations": {"a": "b"}}, "c1"), "c1")
 
     def test_annotationsNotAnObject(self) -> None:
         """
@@ -549,13 +538,13 @@ class GroupKeyTests(SynchronousTestCase):
         values: list[object] = [None, [], "io.containerd.runc.v2.group", 3]
         for value in values:
             self.assertEqual(
-                manager.groupKey({"annotations": value}, "c1"), "c1", value
+                launcher.groupKey({"annotations": value}, "c1"), "c1", value
             )
 
 
 class ReadSpecTests(SynchronousTestCase):
     """
-    L{manager.readSpec} reads C{config.json}, or fails naming it.
+    L{launcher.readSpec} reads C{config.json}, or fails naming it.
     """
 
     def setUp(self) -> None:
@@ -571,7 +560,7 @@ class ReadSpecTests(SynchronousTestCase):
         )
         writeFile(self.path, spec)
         self.assertEqual(
-            manager.readSpec(self.bundle),
+            launcher.readSpec(self.bundle),
             {
                 "ociVersion": "1.0.2",
                 "annotations": {"io.containerd.runc.v2.group": "b"},
@@ -584,13 +573,13 @@ class ReadSpecTests(SynchronousTestCase):
         as an empty spec, and the group is the container's id.
         """
         writeFile(self.path, '{"ociVersion": "1.0.2", "annotations": {"a": "b"}}')
-        self.assertEqual(manager.readSpec(self.bundle), {})
+        self.assertEqual(launcher.readSpec(self.bundle), {})
 
     def test_missing(self) -> None:
         """
         A missing file is an error naming it.
         """
-        error = self.assertRaises(LaunchError, manager.readSpec, self.bundle)
+        error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
         self.assertIn(self.path, str(error))
 
     def test_invalidJSON(self) -> None:
@@ -598,7 +587,7 @@ class ReadSpecTests(SynchronousTestCase):
         Invalid JSON is an error naming the file.
         """
         writeFile(self.path, '{not json "io.kubernetes.cri.sandbox-id"')
-        error = self.assertRaises(LaunchError, manager.readSpec, self.bundle)
+        error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
         self.assertIn(self.path, str(error))
 
     def test_notAnObject(self) -> None:
@@ -610,13 +599,13 @@ class ReadSpecTests(SynchronousTestCase):
             '"io.kubernetes.cri.sandbox-id"',
         ):
             writeFile(self.path, content)
-            error = self.assertRaises(LaunchError, manager.readSpec, self.bundle)
+            error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
             self.assertIn(self.path, str(error))
 
 
 class ListenTests(SynchronousTestCase):
     """
-    L{listen} binds the shim socket, owner-only.
+    L{launcher.listen} binds the shim socket, owner-only.
     """
 
     def setUp(self) -> None:
@@ -627,7 +616,7 @@ class ListenTests(SynchronousTestCase):
         self.addCleanup(os.umask, previous)
 
     def listen(self) -> socket.socket:
-        listener = listen(self.address)
+        listener = launcher.listen(self.address)
         assert listener is not None
         self.addCleanup(listener.close)
         return listener
@@ -641,7 +630,7 @@ class ListenTests(SynchronousTestCase):
             listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 1
         )
         self.assertEqual(listener.getsockname(), self.path)
-        self.assertTrue(canConnect(self.path))
+        self.assertTrue(launcher.canConnect(self.path))
 
     def test_socketMode(self) -> None:
         """
@@ -671,15 +660,15 @@ class ListenTests(SynchronousTestCase):
 
     def test_alreadyListening(self) -> None:
         """
-        While a shim listens on the path, L{listen} returns L{None}
+        While a shim listens on the path, L{launcher.listen} returns L{None}
         and leaves that shim's socket alone.
         """
         first = self.listen()
-        self.assertIsNone(listen(self.address))
+        self.assertIsNone(launcher.listen(self.address))
         self.assertEqual(os.umask(0o022), 0o022)
         self.assertTrue(stat.S_ISSOCK(os.stat(self.path).st_mode))
         self.assertEqual(first.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 1)
-        self.assertTrue(canConnect(self.path))
+        self.assertTrue(launcher.canConnect(self.path))
 
     def test_staleSocket(self) -> None:
         """
@@ -689,12 +678,12 @@ class ListenTests(SynchronousTestCase):
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(self.path)
         stale.close()
-        self.assertFalse(canConnect(self.path))
+        self.assertFalse(launcher.canConnect(self.path))
         listener = self.listen()
         self.assertEqual(
             listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 1
         )
-        self.assertTrue(canConnect(self.path))
+        self.assertTrue(launcher.canConnect(self.path))
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
 
     def test_otherError(self) -> None:
@@ -702,20 +691,20 @@ class ListenTests(SynchronousTestCase):
         Another failure to bind is an error, and the umask is restored.
         """
         address = "unix://" + os.path.join(self.directory, "x" * 120)
-        error = self.assertRaises(LaunchError, listen, address)
+        error = self.assertRaises(LaunchError, launcher.listen, address)
         self.assertIn("create new shim socket", str(error))
         self.assertEqual(os.umask(0o022), 0o022)
 
     def test_canConnect(self) -> None:
         """
-        L{canConnect} is false where nothing listens.
+        L{launcher.canConnect} is false where nothing listens.
         """
-        self.assertFalse(canConnect(self.path))
+        self.assertFalse(launcher.canConnect(self.path))
 
 
 class WriteAddressTests(SynchronousTestCase):
     """
-    L{writeAddress} writes the bundle's C{address} file atomically.
+    L{launcher.writeAddress} writes the bundle's C{address} file atomically.
     """
 
     address = "unix:///run/containerd/s/" + "0" * 64
@@ -728,7 +717,7 @@ class WriteAddressTests(SynchronousTestCase):
         """
         The file holds the address, without a newline.
         """
-        writeAddress(self.bundle, self.address)
+        launcher.writeAddress(self.bundle, self.address)
         self.assertEqual(readFile(self.path), self.address.encode())
         self.assertEqual(os.listdir(self.bundle), ["address"])
 
@@ -737,7 +726,7 @@ class WriteAddressTests(SynchronousTestCase):
         An existing file is replaced.
         """
         writeFile(self.path, "unix:///old/address/that/was/longer\n")
-        writeAddress(self.bundle, self.address)
+        launcher.writeAddress(self.bundle, self.address)
         self.assertEqual(readFile(self.path), self.address.encode())
 
     def test_staleTemporary(self) -> None:
@@ -746,7 +735,7 @@ class WriteAddressTests(SynchronousTestCase):
         C{.address} is left behind.
         """
         writeFile(os.path.join(self.bundle, ".address"), "stale")
-        writeAddress(self.bundle, self.address)
+        launcher.writeAddress(self.bundle, self.address)
         self.assertEqual(readFile(self.path), self.address.encode())
         self.assertEqual(os.listdir(self.bundle), ["address"])
 
@@ -827,7 +816,7 @@ class DaemonCommandTests(SynchronousTestCase):
     """
 
     def flags(self, *extra: str) -> list[str]:
-        return daemonArguments("ns", "c1", "/c.sock", "-debug" in extra)
+        return launcher.daemonArguments("ns", "c1", "/c.sock", "-debug" in extra)
 
     def test_installedScript(self) -> None:
         """
@@ -885,17 +874,17 @@ def umount(path: str) -> None:
 
 class MountPointTests(SynchronousTestCase):
     """
-    L{manager.isMountPoint} reads the mount table, so that C{delete} loads
+    L{launcher.isMountPoint} reads the mount table, so that C{delete} loads
     libc only to unmount what is mounted.
     """
 
     def test_notMounted(self) -> None:
         target = os.path.abspath(self.mktemp())
         os.mkdir(target)
-        self.assertFalse(manager.isMountPoint(target))
+        self.assertFalse(launcher.isMountPoint(target))
 
     def test_root(self) -> None:
-        self.assertTrue(manager.isMountPoint("/"))
+        self.assertTrue(launcher.isMountPoint("/"))
 
     def test_escapedPath(self) -> None:
         """
@@ -909,9 +898,9 @@ class MountPointTests(SynchronousTestCase):
         if libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, None) != 0:
             raise SkipTest(f"cannot mount tmpfs: {os.strerror(ctypes.get_errno())}")
         self.addCleanup(umount, target)
-        self.assertTrue(manager.isMountPoint(target))
+        self.assertTrue(launcher.isMountPoint(target))
         umount(target)
-        self.assertFalse(manager.isMountPoint(target))
+        self.assertFalse(launcher.isMountPoint(target))
 
 
 class DeleteTests(SynchronousTestCase):
@@ -928,11 +917,11 @@ class DeleteTests(SynchronousTestCase):
             json.dumps({"root": self.runcRoot}),
         )
         os.mkdir(os.path.join(self.bundle, "rootfs"))
-        self.flags = parseFlags(
+        self.flags = launcher.parseFlags(
             ["-namespace", "ns", "-id", "c1", "-bundle", "/elsewhere", "delete"]
         )
         self.runs: list[list[str]] = []
-        self.patch(spawn, "run", self.runRunc)
+        self.patch(launcher, "runRunc", self.runRunc)
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
 
@@ -1036,7 +1025,7 @@ class DeleteTests(SynchronousTestCase):
         """
         A failing runc does not fail the delete.
         """
-        self.patch(spawn, "run", lambda command: 1)
+        self.patch(launcher, "runRunc", lambda command: 1)
         writeFile(os.path.join(self.bundle, "runtime"), "")
         os.makedirs(os.path.join(self.runcRoot, "ns", "c1"))
         self.assertEqual(self.delete().exit_status, 137)
@@ -1122,7 +1111,7 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(launcher.main(["-namespace", "n", "-x", "start"]), 2)
         self.assertEqual(
             self.stderr.getvalue(),
-            "flag provided but not defined: -x\n" + usage(sys.argv[0]),
+            "flag provided but not defined: -x\n" + launcher.usage(sys.argv[0]),
         )
         self.assertEqual(self.output(), b"")
 
@@ -1135,14 +1124,14 @@ class MainTests(SynchronousTestCase):
             self.stderr.seek(0)
             self.stderr.truncate()
             self.assertEqual(launcher.main(argv), 0)
-            self.assertEqual(self.stderr.getvalue(), usage(sys.argv[0]))
+            self.assertEqual(self.stderr.getvalue(), launcher.usage(sys.argv[0]))
         self.assertEqual(self.output(), b"")
 
     def test_usageLayout(self) -> None:
         """
         The usage is Go's C{PrintDefaults} layout of the Go shim's flags.
         """
-        text = usage("/x/shim")
+        text = launcher.usage("/x/shim")
         self.assertTrue(text.startswith("Usage of /x/shim:\n  -address string\n"))
         self.assertIn("  -v\tshow the shim version and exit\n", text)
         self.assertIn('(used for publishing events) (default "containerd")\n', text)
@@ -1228,8 +1217,7 @@ config = json.loads(sys.argv[1])
 sys.argv = [config["daemon"]]
 before = set(sys.modules)
 import shimd.shim.launcher as launcher
-from shimd.shim.flags import parseFlags
-flags = parseFlags(config["argv"])
+flags = launcher.parseFlags(config["argv"])
 address = launcher.start(flags, b"", config["bundle"], socketDir=config["socketDir"])
 loaded = sorted(set(sys.modules) - before)
 children = []
@@ -1360,7 +1348,7 @@ class LightweightTests(SynchronousTestCase):
         }
         stdout, stderr = self.runChild(START_SCRIPT, [json.dumps(config)], bundle)
         report = json.loads(stdout)
-        expected = socketAddress("/tmp/t/c.sock", "sxref", "c1", socketDir)
+        expected = launcher.socketAddress("/tmp/t/c.sock", "sxref", "c1", socketDir)
         self.assertEqual(report["address"], expected)
         self.assertEqual(readFile(os.path.join(bundle, "address")), expected.encode())
         self.assertLightweight(report["loaded"])

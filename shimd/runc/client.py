@@ -28,8 +28,7 @@ from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-from shimd.runc.options import globalArguments
-
+DEFAULT_ROOT = "/run/containerd/runc"
 LOG_TAIL = 64 * 1024
 
 Spawner = Callable[
@@ -189,7 +188,12 @@ class Runc:
         """
         The flags before every subcommand, in go-runc's order.
         """
-        return globalArguments(self.root, self.logPath, self.criu, self.systemdCgroup)
+        arguments = ["--root", self.root, "--log", self.logPath, "--log-format", "json"]
+        if self.criu:
+            arguments += ["--criu", self.criu]
+        if self.systemdCgroup:
+            arguments.append("--systemd-cgroup")
+        return arguments
 
     def create(
         self,

@@ -49,11 +49,8 @@ import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
-from shimd.shim.address import LISTEN_FD, canConnect, listen, sha256
-from shimd.shim.flags import parseFlags
-from shimd.shim.spawn import READY_FD, READY_VARIABLE, spawnDetached
+from shimd.shim.launcher import sha256
 
 SOCKET_DIR = "/run/shimd"
 IDLE_TIMEOUT = 900.0
@@ -143,108 +140,26 @@ class _ContextChanged(ForkServerError):
     """
 
 
-def fingerprint(
-    package: str | None = None, dropins: Sequence[str] | None = None
-) -> str:
+def fingerprint(package: str | None = None) -> str:
     """
-    A short hash of the interpreter, of every file of the installed shimd
-    package, and of every file in the other C{shimd/plugins} directories on
-    C{sys.path}, where third parties install dropins (path, size,
-    modification time): it names the server's socket, so that new code gets
-    a new server. (What a dropin imports from elsewhere, the server checks
-    itself: L{LoadedCode}.)
+    A short hash of the interpreter and of every file of the installed shimd
+    package (path, size, modification time), which names the server's
+    socket.
 
     @param package: the package directory; shimd's own by default.
-    @param dropins: the third-party dropin directories; those on
-        C{sys.path} by default.
     """
     if package is None:
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if dropins is None:
-        dropins = dropinDirectories()
     digest = sha256(f"{sys.executable}\0{package}".encode())
     for directory, subdirectories, files in os.walk(package):
         subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
-        _digestFiles(digest, directory, files)
-    for directory in dropins:
-        try:
-            files = os.listdir(directory)
-        except OSError:
-            continue
-        _digestFiles(digest, directory, files)
-    return digest.hexdigest()[:20]
-
-
-def _digestFiles(digest: Any, directory: str, files: list[str]) -> None:
-    for name in sorted(files):
-        if name.endswith((".py", ".so")):
-            try:
+        for name in sorted(files):
+            if name.endswith((".py", ".so")):
                 status = os.stat(os.path.join(directory, name))
-            except OSError:
-                continue
-            digest.update(
-                f"{directory}/{name}\0{status.st_size}\0{status.st_mtime_ns}\0".encode()
-            )
-
-
-def dropinDirectories() -> list[str]:
-    """
-    The C{shimd/plugins} directories on C{sys.path} outside shimd's package
-    (none has an C{__init__.py}): where L{shimd.plugins} finds third-party
-    dropins, as L{twisted.plugin.pluginPackagePaths} lists them.
-    """
-    found = []
-    for entry in sys.path:
-        directory = os.path.join(os.path.abspath(entry or "."), "shimd", "plugins")
-        if (
-            os.path.isdir(directory)
-            and not os.path.exists(os.path.join(directory, "__init__.py"))
-            and directory not in found
-        ):
-            found.append(directory)
-    return found
-
-
-class LoadedCode:
-    """
-    The files of the modules that loading the plugins imported from outside
-    the standard library's and shimd's directories (a third party's dropins
-    and what they import), as they were when loaded: a server whose loaded
-    code changed on disk must not fork daemons that would run the old code.
-    """
-
-    def __init__(self, files: dict[str, tuple[int, int]]) -> None:
-        self.files = files
-
-    @classmethod
-    def since(cls, before: set[str], package: str) -> LoadedCode:
-        """
-        The files of the modules imported since C{before} (names in
-        C{sys.modules}), except shimd's own, which L{fingerprint} covers.
-        """
-        files = {}
-        for name in set(sys.modules) - before:
-            path = getattr(sys.modules[name], "__file__", None)
-            if path and not os.path.abspath(path).startswith(package + os.sep):
-                try:
-                    status = os.stat(path)
-                except OSError:
-                    continue
-                files[path] = (status.st_size, status.st_mtime_ns)
-        return cls(files)
-
-    def changed(self) -> str | None:
-        """
-        @return: the first loaded file that changed, or L{None}.
-        """
-        for path, (size, mtime) in self.files.items():
-            try:
-                status = os.stat(path)
-            except OSError:
-                return path
-            if (status.st_size, status.st_mtime_ns) != (size, mtime):
-                return path
-        return None
+                digest.update(
+                    f"{directory}/{name}\0{status.st_size}\0{status.st_mtime_ns}\0".encode()
+                )
+    return digest.hexdigest()[:20]
 
 
 def _read(path: str) -> bytes:
@@ -647,9 +562,17 @@ def spawnServer(path: str) -> None:
     caller's session and output, and do not wait for it. It inherits this
     process's context, which is the one C{path} names.
     """
-    spawnDetached(
+    devnull = os.devnull
+    os.posix_spawn(
+        sys.executable,
         [sys.executable, "-m", "shimd.shim.forkserver", path],
         {k: v for k, v in os.environ.items() if k != DISABLE_VARIABLE},
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
+        ],
+        setsid=True,
     )
 
 
@@ -688,27 +611,24 @@ def forkDaemon(
         raise ForkServerError(f"fork server: {e}") from e
 
 
-def preload() -> LoadedCode:
+def preload() -> None:
     """
     Import what the daemon needs, without installing a reactor: a child
     forked afterwards starts serving in milliseconds.
-
-    @return: the third-party code the plugins loaded.
     """
     import twisted.internet.epollreactor
     import twisted.internet.inotify
-    import twisted.logger  # noqa: F401
+    import twisted.logger
+    import twisted.python.usage  # noqa: F401
 
-    import shimd.shim.config
     import shimd.shim.daemon
     import shimd.shim.logrus
-    import shimd.shim.service  # noqa: F401
-    from shimd.shim.plugin import PluginRegistry
+    import shimd.shim.service
+    import shimd.shim.tap  # noqa: F401
+    from shimd.shim.plugin import PluginRegistry, builtinPlugins
 
-    before = set(sys.modules)
+    builtinPlugins()
     PluginRegistry().discover()
-    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    loaded = LoadedCode.since(before, package)
     if "twisted.internet.reactor" in sys.modules:
         raise RuntimeError("preloading installed a reactor; a fork would share it")
     import gc
@@ -718,7 +638,6 @@ def preload() -> LoadedCode:
     # write to (and so copy) the pages it shares with the server.
     gc.collect()
     gc.freeze()
-    return loaded
 
 
 def _becomeDaemon(
@@ -744,6 +663,7 @@ def _becomeDaemon(
     except OSError:
         return 0
     from shimd.shim.daemon import runFromLauncher
+    from shimd.shim.launcher import LISTEN_FD, READY_FD, READY_VARIABLE, parseFlags
 
     os.setsid()
     os.chdir(request.cwd)
@@ -761,12 +681,7 @@ def _becomeDaemon(
     return runFromLauncher(parseFlags(request.argv))
 
 
-def _serveOne(
-    server: _socket.socket,
-    connection: _socket.socket,
-    context: str,
-    loaded: LoadedCode | None = None,
-) -> bool:
+def _serveOne(server: _socket.socket, connection: _socket.socket, context: str) -> bool:
     """
     Answer one request: fork a daemon, or say why not.
 
@@ -783,9 +698,6 @@ def _serveOne(
             raise ForkServerError(f"expected one listening socket, got {len(fds)}")
         if request.context != context or contextFingerprint() != context:
             raise _ContextChanged("the fork server's context changed")
-        changed = loaded.changed() if loaded is not None else None
-        if changed is not None:
-            raise _ContextChanged(f"the fork server's code changed: {changed}")
         pid = os.fork()
     except (ForkServerError, OSError) as e:
         for fd in fds:
@@ -810,10 +722,12 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     the one C{path} names.
     """
     os.chdir("/")
+    from shimd.shim.launcher import canConnect, listen
+
     context = contextFingerprint()
     if not path.endswith(f"-{context}.sock") or canConnect(path):
         return
-    loaded = preload()
+    preload()
     checkDirectory(os.path.dirname(path), create=False)
     import socket
 
@@ -832,7 +746,7 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
             with connection:
                 connection.settimeout(REPLY_TIMEOUT)
                 try:
-                    if not _serveOne(server, connection, context, loaded):
+                    if not _serveOne(server, connection, context):
                         return
                 except (OSError, ForkServerError, ValueError):
                     continue

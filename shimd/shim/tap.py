@@ -1,22 +1,18 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-The shim as a Twisted application: the options of C{twistd shim}, which
-build the same L{ShimConfig} and L{Listener} the launcher's daemon builds
-from its flags, and twistd's L{makeService}.
+The shim as a Twisted application: the options of C{twistd shim} and
+L{makeService}, which the launcher's daemon runs too.
 """
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
-from shimd.shim.config import CONFIG_VARIABLE, ShimConfig, ttrpcAddressOf
-
-if TYPE_CHECKING:
-    from shimd.shim.address import Listener
+from shimd.shim.config import ShimConfig
 
 
 class Options(usage.Options):
@@ -66,9 +62,9 @@ class Options(usage.Options):
         """
         The configuration plugins see.
         """
-        ttrpcAddress = ttrpcAddressOf(
-            self["address"], os.environ, self["ttrpc-address"] or ""
-        )
+        ttrpcAddress = self["ttrpc-address"] or os.environ.get("TTRPC_ADDRESS", "")
+        if not ttrpcAddress and self["address"]:
+            ttrpcAddress = self["address"] + ".ttrpc"
         return ShimConfig(
             namespace=self["namespace"],
             id=self["id"],
@@ -77,27 +73,22 @@ class Options(usage.Options):
             publishBinary=self["publish-binary"],
             bundle=self["bundle"] or os.getcwd(),
             debug=bool(self["debug"]),
-            settingsPath=os.environ.get(CONFIG_VARIABLE, ""),
         )
-
-    def listener(self) -> Listener:
-        """
-        Where to serve: the inherited socket of C{--socket-fd}, or the path
-        of C{--socket}.
-        """
-        from shimd.shim.address import listenerFromFD, listenerFromPath
-
-        if self["socket-fd"] is not None:
-            return listenerFromFD(self["socket-fd"])
-        return listenerFromPath(self["socket"])
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
-    Build the shim service from C{twistd shim}'s options.
+    Build the shim service from its options.
 
     @param reactor: the reactor to run on; the global one by default.
     """
-    from shimd.shim.service import makeService
+    if reactor is None:
+        from twisted.internet import reactor
 
-    return makeService(options.shimConfig(), options.listener(), reactor)
+    from shimd.shim.service import ShimService, listenerFromFD, listenerFromPath
+
+    if options["socket-fd"] is not None:
+        listener = listenerFromFD(options["socket-fd"])
+    else:
+        listener = listenerFromPath(options["socket"])
+    return ShimService(options.shimConfig(), reactor, listener)
