@@ -50,24 +50,25 @@ sys.exit(code)
 """
 
 START_STEPS = (
-    ("launcher.py", "main", "main(), all of the action"),
-    ("bootstrap.py", "parseStartInput", "parse stdin and flags"),
-    ("launcher.py", "readSpec", "read config.json"),
-    ("launcher.py", "socketAddress", "socket address (sha256)"),
-    ("launcher.py", "listen", "bind and listen"),
-    ("launcher.py", "writeAddress", "write address"),
-    ("launcher.py", "launchDaemon", "get a daemon"),
-    ("forkserver.py", "socketPath", "  fork server path (fingerprint)"),
-    ("forkserver.py", "requestDaemon", "  fork server request"),
-    ("launcher.py", "spawnDaemon", "  spawn a daemon (no fork server)"),
-    ("launcher.py", "adjustOOMScore", "OOM score"),
-    ("launcher.py", "joinCgroup", "join the shim cgroup"),
+    ("shim/launcher.py", "main", "main(), all of the action"),
+    ("shim/bootstrap.py", "parseStartInput", "parse stdin and flags"),
+    ("runc/manager.py", "readSpec", "read config.json"),
+    ("shim/address.py", "socketAddress", "socket address (sha256)"),
+    ("shim/address.py", "listen", "bind and listen"),
+    ("shim/address.py", "writeAddress", "write address"),
+    ("shim/launcher.py", "launchDaemon", "get a daemon"),
+    ("shim/forkserver.py", "socketPath", "  fork server path (fingerprint)"),
+    ("shim/forkserver.py", "requestDaemon", "  fork server request"),
+    ("shim/spawn.py", "spawnDaemon", "  spawn a daemon (no fork server)"),
+    ("shim/launcher.py", "adjustOOMScore", "OOM score"),
+    ("runc/manager.py", "joinCgroup", "join the shim cgroup"),
 )
 DELETE_STEPS = (
-    ("launcher.py", "main", "main(), all of the action"),
-    ("launcher.py", "delete", "delete()"),
-    ("launcher.py", "runRunc", "  runc delete --force"),
-    ("launcher.py", "unmountAll", "  unmount rootfs (ctypes)"),
+    ("shim/launcher.py", "main", "main(), all of the action"),
+    ("shim/launcher.py", "delete", "delete()"),
+    ("runc/manager.py", "stop", "  the runtime's clean-up"),
+    ("shim/spawn.py", "run", "    runc delete --force"),
+    ("runc/mount.py", "unmountAll", "    unmount rootfs (ctypes)"),
 )
 IMPORTED = (
     "site",

@@ -7,7 +7,7 @@ the shutdown service, ttrpc services and the task runtime).
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
@@ -70,6 +70,36 @@ class IPluginContext(Interface):
     def getAll(type: str) -> dict[str, object]:
         """
         The instances of every initialised plugin of C{type}, by id.
+        """
+
+    def pluginConfig(type: str, id: str) -> Mapping[str, object]:
+        """
+        The settings of the plugin C{TYPE.ID} from the shim's settings file
+        (its C{[plugins."TYPE.ID"]} table), empty when it has none.
+        """
+
+
+class ITTRPCInterceptor(Interface):
+    """
+    Wraps every unary ttrpc call the shim serves, as Go's
+    C{TTRPCServerUnaryOptioner} lets a shim plugin do (for tracing, auditing,
+    access control). A plugin instance of any type that provides it is
+    applied, in the order of initialisation, the first outermost.
+    """
+
+    def intercept(request: Message, context: object, proceed: object) -> object:
+        """
+        Handle one call.
+
+        @param request: the decoded request message.
+        @param context: the L{shimd.ttrpc.server.CallContext}: service,
+            method, metadata, deadline.
+        @param proceed: call C{proceed(request, context)} to go on to the
+            next interceptor or the method itself; it returns the response,
+            a L{Deferred} of it, or raises.
+        @return: the response, or a L{Deferred} of it; an exception (or a
+            failed Deferred) is the call's status (see
+            L{shimd.ttrpc.status.statusFromException}).
         """
 
 

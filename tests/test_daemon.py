@@ -31,6 +31,7 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from shimd import RUNTIME_NAME
 from shimd.protos import task_pb2
+from shimd.shim.address import listen
 from shimd.shim.daemon import StartupReport
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.status import ConnectionClosed
@@ -368,9 +369,7 @@ class LaunchedDaemonTests(DaemonTestCase):
         it has its log fifo and its socket, and closes it; with
         C{SHIMD_SPAWNED_COLD} it logs the reason at the level given.
         """
-        from shimd.shim import launcher
-
-        listener = launcher.listen(self.address)
+        listener = listen(self.address)
         assert listener is not None
         readEnd, writeEnd = os.pipe()
         environment = dict(os.environ)

@@ -19,7 +19,9 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from shimd.protos import task_pb2, ttrpc_pb2
-from shimd.shim import forkserver, launcher
+from shimd.shim import errors, forkserver, launcher, spawn
+from shimd.shim.address import canConnect, listen, socketAddress
+from shimd.shim.flags import daemonArguments, parseFlags
 from shimd.ttrpc.framing import REQUEST, RESPONSE, FrameReceiver, encodeFrame
 
 
@@ -45,6 +47,44 @@ class FingerprintTests(SynchronousTestCase):
         self.assertEqual(forkserver.fingerprint(package.path), first)
         module.setContent(b"x = 12\n")
         self.assertNotEqual(forkserver.fingerprint(package.path), first)
+
+    def test_dropinDirectories(self) -> None:
+        """
+        A file in a third party's dropin directory is part of the code.
+        """
+        package = FilePath(self.mktemp())
+        package.makedirs()
+        dropins = FilePath(self.mktemp())
+        dropins.makedirs()
+        first = forkserver.fingerprint(package.path, [dropins.path])
+        dropins.child("audit.py").setContent(b"x = 1\n")
+        self.assertNotEqual(forkserver.fingerprint(package.path, [dropins.path]), first)
+
+    def test_dropinDirectoriesOnPath(self) -> None:
+        """
+        L{forkserver.dropinDirectories} lists the C{shimd/plugins}
+        directories on C{sys.path} without an C{__init__.py}.
+        """
+        entry = FilePath(self.mktemp())
+        entry.child("shimd").child("plugins").makedirs()
+        self.patch(sys, "path", [entry.path, *sys.path])
+        self.assertIn(
+            entry.child("shimd").child("plugins").path,
+            forkserver.dropinDirectories(),
+        )
+
+    def test_loadedCode(self) -> None:
+        """
+        L{forkserver.LoadedCode} names a loaded file that changed since.
+        """
+        module = FilePath(self.mktemp())
+        module.setContent(b"x = 1\n")
+        loaded = forkserver.LoadedCode(
+            {module.path: (6, os.stat(module.path).st_mtime_ns)}
+        )
+        self.assertIsNone(loaded.changed())
+        module.setContent(b"x = 12\n")
+        self.assertEqual(loaded.changed(), module.path)
 
     def test_socketPath(self) -> None:
         """
@@ -313,7 +353,7 @@ class ServerTests(SynchronousTestCase):
         )
         self.addCleanup(self._stopServer)
         deadline = time.monotonic() + 60
-        while not launcher.canConnect(self.path):
+        while not canConnect(self.path):
             if self.server.poll() is not None or time.monotonic() > deadline:
                 self.fail("the fork server did not start")
             time.sleep(0.05)
@@ -336,13 +376,13 @@ class ServerTests(SynchronousTestCase):
         bundle, and stops on C{Shutdown}.
         """
         socketPath = os.path.join(self.directory, "shim.sock")
-        listener = launcher.listen("unix://" + socketPath)
+        listener = listen("unix://" + socketPath)
         assert listener is not None
         bundle = self.bundle()
         environ = dict(os.environ, TTRPC_ADDRESS=os.path.join(self.directory, "none"))
         forked = forkserver.requestDaemon(
             self.path,
-            launcher.daemonArguments("fsns", "c1", "/c.sock", False),
+            daemonArguments("fsns", "c1", "/c.sock", False),
             bundle,
             environ,
             listener.fileno(),
@@ -351,7 +391,7 @@ class ServerTests(SynchronousTestCase):
         listener.close()
         pid = forked.pid
         self.addCleanup(self._kill, pid)
-        daemon = launcher.Daemon(pid, forked.proc, forked.status.detach())
+        daemon = spawn.Daemon(pid, forked.proc, forked.status.detach())
         daemon.waitReady(60)
         daemon.close()
         reply = _call(
@@ -380,7 +420,7 @@ class ServerTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
         bundle = self.bundle()
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c2", "start"]
         )
         address = launcher.start(flags, b"", bundle, socketDir=self.directory)
@@ -444,7 +484,7 @@ class ServerTests(SynchronousTestCase):
         bundle = self.bundle()
         FilePath(bundle).child("config.json").setContent(b"{}")
         chdir(self, bundle)
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c3", "start"]
         )
         address = launcher.start(flags, b"", bundle, socketDir=self.directory)
@@ -466,11 +506,11 @@ class ServerTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, TTRPC_ADDRESS="/nonexistent"))
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c4", "start"]
         )
         error = self.assertRaises(
-            launcher.LaunchError,
+            errors.LaunchError,
             launcher.start,
             flags,
             b"",
@@ -482,7 +522,7 @@ class ServerTests(SynchronousTestCase):
             f"start shim daemon: open log fifo {bundle}/log: No such file or directory",
         )
         self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
-        address = launcher.socketAddress("/c.sock", "fsns", "c4", self.directory)
+        address = socketAddress("/c.sock", "fsns", "c4", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
         self.assertIsNone(self.server.poll())
 
@@ -568,7 +608,7 @@ class FallbackTests(SynchronousTestCase):
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         makeLogFifo(self, bundle)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fbns", "-address", "/c.sock", "-id", id, "start"]
         )
         chdir(self, bundle)
@@ -674,12 +714,12 @@ class FallbackTests(SynchronousTestCase):
         self.patch(os, "environ", dict(os.environ, SHIMD_FORKSERVER="0"))
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fbns", "-address", "/c.sock", "-id", "nolog", "start"]
         )
         chdir(self, bundle)
         error = self.assertRaises(
-            launcher.LaunchError,
+            errors.LaunchError,
             launcher.start,
             flags,
             b"",
@@ -691,7 +731,7 @@ class FallbackTests(SynchronousTestCase):
             f"start shim daemon: open log fifo {bundle}/log: No such file or directory",
         )
         self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
-        address = launcher.socketAddress("/c.sock", "fbns", "nolog", self.directory)
+        address = socketAddress("/c.sock", "fbns", "nolog", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
 
     def test_unexpectedFailure(self) -> None:
@@ -720,12 +760,12 @@ class FallbackTests(SynchronousTestCase):
         )
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         FilePath(bundle).child("config.json").setContent(b"{}")
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "fbns", "-address", "/c.sock", "-id", "quiet", "start"]
         )
         chdir(self, bundle)
         error = self.assertRaises(
-            launcher.LaunchError,
+            errors.LaunchError,
             launcher.start,
             flags,
             b"",
@@ -734,7 +774,7 @@ class FallbackTests(SynchronousTestCase):
         )
         self.assertEqual(str(error), "start shim daemon: it exited")
         self.assertFalse(os.path.exists(os.path.join(bundle, "address")))
-        address = launcher.socketAddress("/c.sock", "fbns", "quiet", self.directory)
+        address = socketAddress("/c.sock", "fbns", "quiet", self.directory)
         self.assertFalse(os.path.exists(address.removeprefix("unix://")))
 
 

@@ -27,8 +27,26 @@ from twisted.trial.unittest import SkipTest, SynchronousTestCase
 import shimd
 from shimd import RUNTIME_NAME, __version__, wire
 from shimd.protos import runc_options_pb2, task_pb2
-from shimd.shim import bootstrap, launcher
-from shimd.shim.launcher import LaunchError
+from shimd.runc import manager
+from shimd.shim import bootstrap, launcher, spawn
+from shimd.shim.address import (
+    canConnect,
+    cleanPath,
+    joinPath,
+    listen,
+    socketAddress,
+    writeAddress,
+)
+from shimd.shim.errors import LaunchError
+from shimd.shim.flags import (
+    FlagError,
+    HelpRequested,
+    daemonArguments,
+    goQuote,
+    parseFlags,
+    usage,
+    validateIdentifier,
+)
 
 # The argv containerd 1.6 passes, as observed (shim-cli.md section 2).
 START_ARGV = [
@@ -92,14 +110,14 @@ def readFile(path: str) -> bytes:
 
 class ParseFlagsTests(SynchronousTestCase):
     """
-    L{launcher.parseFlags} reads every form Go's C{flag} package reads.
+    L{parseFlags} reads every form Go's C{flag} package reads.
     """
 
     def test_defaults(self) -> None:
         """
         Without arguments every flag has its Go default.
         """
-        flags = launcher.parseFlags([])
+        flags = parseFlags([])
         self.assertEqual(
             (flags.namespace, flags.id, flags.socket, flags.bundle, flags.address),
             ("", "", "", "", ""),
@@ -114,7 +132,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         The argv containerd runs C{start} with.
         """
-        flags = launcher.parseFlags(START_ARGV)
+        flags = parseFlags(START_ARGV)
         self.assertEqual(flags.namespace, "sxref")
         self.assertEqual(flags.address, "/tmp/t/c.sock")
         self.assertEqual(flags.publishBinary, "/usr/bin/containerd")
@@ -128,7 +146,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         The argv containerd runs C{delete} with.
         """
-        flags = launcher.parseFlags(DELETE_ARGV)
+        flags = parseFlags(DELETE_ARGV)
         self.assertEqual(flags.namespace, "sxref")
         self.assertEqual(flags.id, "sx1")
         self.assertEqual(
@@ -141,7 +159,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         The daemon's argv has no action.
         """
-        flags = launcher.parseFlags(
+        flags = parseFlags(
             ["-namespace", "ns", "-id", "c1", "-address", "/a", "-debug"]
         )
         self.assertEqual((flags.namespace, flags.id, flags.address), ("ns", "c1", "/a"))
@@ -154,26 +172,26 @@ class ParseFlagsTests(SynchronousTestCase):
         after C{=}.
         """
         for argv in (["-id", "x"], ["--id", "x"], ["-id=x"], ["--id=x"]):
-            self.assertEqual(launcher.parseFlags(argv).id, "x", argv)
+            self.assertEqual(parseFlags(argv).id, "x", argv)
 
     def test_valueWithEquals(self) -> None:
         """
         Only the first C{=} separates the name from the value.
         """
-        self.assertEqual(launcher.parseFlags(["-address=/a=b"]).address, "/a=b")
+        self.assertEqual(parseFlags(["-address=/a=b"]).address, "/a=b")
 
     def test_emptyValue(self) -> None:
         """
         C{-name=} sets an empty value.
         """
-        self.assertEqual(launcher.parseFlags(["-publish-binary="]).publishBinary, "")
+        self.assertEqual(parseFlags(["-publish-binary="]).publishBinary, "")
 
     def test_valueLooksLikeFlag(self) -> None:
         """
         As in Go, a value flag takes the next word even when it starts with a
         dash.
         """
-        flags = launcher.parseFlags(["-id", "-debug", "start"])
+        flags = parseFlags(["-id", "-debug", "start"])
         self.assertEqual(flags.id, "-debug")
         self.assertFalse(flags.debug)
         self.assertEqual(flags.action, "start")
@@ -182,7 +200,7 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         A flag given twice keeps its last value.
         """
-        self.assertEqual(launcher.parseFlags(["-id", "a", "-id=b"]).id, "b")
+        self.assertEqual(parseFlags(["-id", "a", "-id=b"]).id, "b")
 
     def test_booleans(self) -> None:
         """
@@ -200,32 +218,32 @@ class ParseFlagsTests(SynchronousTestCase):
             (["-debug=F"], False),
         ]
         for argv, expected in cases:
-            self.assertEqual(launcher.parseFlags(argv).debug, expected, argv)
+            self.assertEqual(parseFlags(argv).debug, expected, argv)
 
     def test_booleanTakesNoValue(self) -> None:
         """
         A boolean flag does not take the next word: C{-debug false} leaves
         C{false} as the first positional argument, as in Go.
         """
-        flags = launcher.parseFlags(["-debug", "false"])
+        flags = parseFlags(["-debug", "false"])
         self.assertTrue(flags.debug)
         self.assertEqual(flags.action, "false")
-        self.assertEqual(launcher.parseFlags(["-debug", "start"]).action, "start")
+        self.assertEqual(parseFlags(["-debug", "start"]).action, "start")
 
     def test_version(self) -> None:
         """
         C{-v} asks for the version.
         """
-        self.assertTrue(launcher.parseFlags(["-v"]).version)
-        self.assertTrue(launcher.parseFlags(["--v"]).version)
-        self.assertFalse(launcher.parseFlags(["-v=false"]).version)
+        self.assertTrue(parseFlags(["-v"]).version)
+        self.assertTrue(parseFlags(["--v"]).version)
+        self.assertFalse(parseFlags(["-v=false"]).version)
 
     def test_actionEndsFlags(self) -> None:
         """
         The first positional argument is the action; what follows it is not
         parsed as flags.
         """
-        flags = launcher.parseFlags(["-namespace", "ns", "start", "-id", "x"])
+        flags = parseFlags(["-namespace", "ns", "start", "-id", "x"])
         self.assertEqual(flags.action, "start")
         self.assertEqual(flags.arguments, ["start", "-id", "x"])
         self.assertEqual(flags.id, "")
@@ -234,17 +252,17 @@ class ParseFlagsTests(SynchronousTestCase):
         """
         C{--} ends the flags and is not itself an argument.
         """
-        flags = launcher.parseFlags(["-namespace", "ns", "--", "-id", "x"])
+        flags = parseFlags(["-namespace", "ns", "--", "-id", "x"])
         self.assertEqual(flags.namespace, "ns")
         self.assertEqual(flags.id, "")
         self.assertEqual(flags.arguments, ["-id", "x"])
-        self.assertEqual(launcher.parseFlags(["--", "delete"]).action, "delete")
+        self.assertEqual(parseFlags(["--", "delete"]).action, "delete")
 
     def test_singleDash(self) -> None:
         """
         A lone C{-} is a positional argument.
         """
-        self.assertEqual(launcher.parseFlags(["-"]).arguments, ["-"])
+        self.assertEqual(parseFlags(["-"]).arguments, ["-"])
 
     def test_unknown(self) -> None:
         """
@@ -256,39 +274,35 @@ class ParseFlagsTests(SynchronousTestCase):
             (["--x=1", "start"], "x"),
             (["-debug", "-nope", "delete"], "nope"),
         ]:
-            error = self.assertRaises(launcher.FlagError, launcher.parseFlags, argv)
+            error = self.assertRaises(FlagError, parseFlags, argv)
             self.assertEqual(str(error), f"flag provided but not defined: -{name}")
 
     def test_unknownAfterAction(self) -> None:
         """
         What follows the action is not parsed, so it is never unknown.
         """
-        self.assertEqual(
-            launcher.parseFlags(["start", "-x"]).arguments, ["start", "-x"]
-        )
+        self.assertEqual(parseFlags(["start", "-x"]).arguments, ["start", "-x"])
 
     def test_help(self) -> None:
         """
         C{-h}, C{-help} and C{--help} ask for the usage.
         """
         for argv in (["-h"], ["--help"], ["-help"], ["-namespace", "n", "-h", "x"]):
-            self.assertRaises(launcher.HelpRequested, launcher.parseFlags, argv)
+            self.assertRaises(HelpRequested, parseFlags, argv)
 
     def test_badSyntax(self) -> None:
         """
         Three dashes, or a name starting with C{=}, are Go's bad syntax.
         """
         for word in ("---x", "-=x", "--=1"):
-            error = self.assertRaises(launcher.FlagError, launcher.parseFlags, [word])
+            error = self.assertRaises(FlagError, parseFlags, [word])
             self.assertEqual(str(error), f"bad flag syntax: {word}")
 
     def test_badBoolean(self) -> None:
         """
         A boolean flag's value must be one Go's C{strconv.ParseBool} reads.
         """
-        error = self.assertRaises(
-            launcher.FlagError, launcher.parseFlags, ["-debug=yes"]
-        )
+        error = self.assertRaises(FlagError, parseFlags, ["-debug=yes"])
         self.assertEqual(
             str(error), 'invalid boolean value "yes" for -debug: parse error'
         )
@@ -298,38 +312,35 @@ class ParseFlagsTests(SynchronousTestCase):
         A value flag at the end, without its value, is an error naming it.
         """
         for name in ("id", "namespace", "address", "bundle", "socket"):
-            error = self.assertRaises(
-                launcher.FlagError, launcher.parseFlags, ["-debug", f"-{name}"]
-            )
+            error = self.assertRaises(FlagError, parseFlags, ["-debug", f"-{name}"])
             self.assertEqual(str(error), f"flag needs an argument: -{name}")
-        self.assertRaises(LaunchError, launcher.parseFlags, ["--publish-binary"])
+        self.assertRaises(LaunchError, parseFlags, ["--publish-binary"])
 
 
 class ValidateIdentifierTests(SynchronousTestCase):
     """
-    L{launcher.validateIdentifier} is containerd's C{identifiers.Validate}.
+    L{validateIdentifier} is containerd's C{identifiers.Validate}.
     """
 
     def test_valid(self) -> None:
         for text in ("a", "default", "k8s.io", "a-b_c.d", "A1", "x" * 76, "0"):
-            launcher.validateIdentifier(text)
+            validateIdentifier(text)
 
     def test_invalid(self) -> None:
         pattern = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"
         for text in ("../x", ".a", "a.", "a..b", "a-_b", "a/b", "a b", "é", "-"):
-            error = self.assertRaises(LaunchError, launcher.validateIdentifier, text)
+            error = self.assertRaises(LaunchError, validateIdentifier, text)
             self.assertEqual(
                 str(error),
-                f"identifier {launcher.goQuote(text)} must match {pattern}: "
-                "invalid argument",
+                f"identifier {goQuote(text)} must match {pattern}: invalid argument",
             )
 
     def test_empty(self) -> None:
-        error = self.assertRaises(LaunchError, launcher.validateIdentifier, "")
+        error = self.assertRaises(LaunchError, validateIdentifier, "")
         self.assertEqual(str(error), "identifier must not be empty: invalid argument")
 
     def test_tooLong(self) -> None:
-        error = self.assertRaises(LaunchError, launcher.validateIdentifier, "x" * 77)
+        error = self.assertRaises(LaunchError, validateIdentifier, "x" * 77)
         self.assertEqual(
             str(error),
             f'identifier "{"x" * 77}" greater than maximum length (76 characters): '
@@ -337,19 +348,19 @@ class ValidateIdentifierTests(SynchronousTestCase):
         )
 
     def test_goQuote(self) -> None:
-        self.assertEqual(launcher.goQuote('a"b\\c'), '"a\\"b\\\\c"')
-        self.assertEqual(launcher.goQuote("a\nb\x01"), '"a\\nb\\x01"')
+        self.assertEqual(goQuote('a"b\\c'), '"a\\"b\\\\c"')
+        self.assertEqual(goQuote("a\nb\x01"), '"a\\nb\\x01"')
 
 
 class PathTests(SynchronousTestCase):
     """
-    L{launcher.cleanPath} and L{launcher.joinPath} are Go's C{path.Clean} and
+    L{cleanPath} and L{joinPath} are Go's C{path.Clean} and
     C{filepath.Join}.
     """
 
     def test_cleanPath(self) -> None:
         """
-        L{launcher.cleanPath} gives the shortest lexically equivalent path:
+        L{cleanPath} gives the shortest lexically equivalent path:
         one slash between elements, no C{.}, C{..} resolved against what
         precedes it (or dropped at the root), C{.} for nothing.
         """
@@ -397,18 +408,18 @@ class PathTests(SynchronousTestCase):
             "a/.b/..c": "a/.b/..c",
         }
         for path, expected in cases.items():
-            self.assertEqual(launcher.cleanPath(path), expected, repr(path))
+            self.assertEqual(cleanPath(path), expected, repr(path))
 
     def test_cleanIdempotent(self) -> None:
         """
         A clean path cleans to itself.
         """
         for path in ("/a/b", "a", "..", "/", ".", "../x"):
-            self.assertEqual(launcher.cleanPath(launcher.cleanPath(path)), path)
+            self.assertEqual(cleanPath(cleanPath(path)), path)
 
     def test_joinPath(self) -> None:
         """
-        L{launcher.joinPath} joins with slashes, ignores empty elements,
+        L{joinPath} joins with slashes, ignores empty elements,
         cleans the result, and gives C{""} when every element is empty.
         """
         cases: list[tuple[tuple[str, ...], str]] = [
@@ -438,12 +449,12 @@ class PathTests(SynchronousTestCase):
             (("/tmp/t//c.sock/", "sxref", "sx2"), "/tmp/t/c.sock/sxref/sx2"),
         ]
         for elements, expected in cases:
-            self.assertEqual(launcher.joinPath(*elements), expected, repr(elements))
+            self.assertEqual(joinPath(*elements), expected, repr(elements))
 
 
 class SocketAddressTests(SynchronousTestCase):
     """
-    L{launcher.socketAddress} derives the address as the Go shim does.
+    L{socketAddress} derives the address as the Go shim does.
     """
 
     expectedHash = hashlib.sha256(b"/tmp/t/c.sock/sxref/sx2").hexdigest()
@@ -454,7 +465,7 @@ class SocketAddressTests(SynchronousTestCase):
         the group joined as paths, under C{/run/containerd/s}: 89 bytes, as
         observed.
         """
-        address = launcher.socketAddress("/tmp/t/c.sock", "sxref", "sx2")
+        address = socketAddress("/tmp/t/c.sock", "sxref", "sx2")
         self.assertEqual(address, "unix:///run/containerd/s/" + self.expectedHash)
         self.assertEqual(len(address), 89)
 
@@ -463,7 +474,7 @@ class SocketAddressTests(SynchronousTestCase):
         containerd's address is cleaned first, as C{filepath.Join} does.
         """
         self.assertEqual(
-            launcher.socketAddress("/tmp/t//c.sock/", "sxref", "sx2"),
+            socketAddress("/tmp/t//c.sock/", "sxref", "sx2"),
             "unix:///run/containerd/s/" + self.expectedHash,
         )
 
@@ -472,7 +483,7 @@ class SocketAddressTests(SynchronousTestCase):
         Another socket directory holds the same name, cleaned.
         """
         self.assertEqual(
-            launcher.socketAddress("/tmp/t/c.sock", "sxref", "sx2", "/tmp/sx//s/"),
+            socketAddress("/tmp/t/c.sock", "sxref", "sx2", "/tmp/sx//s/"),
             "unix:///tmp/sx/s/" + self.expectedHash,
         )
 
@@ -481,17 +492,17 @@ class SocketAddressTests(SynchronousTestCase):
         Different namespaces or groups get different addresses.
         """
         addresses = {
-            launcher.socketAddress("/c.sock", "a", "g"),
-            launcher.socketAddress("/c.sock", "b", "g"),
-            launcher.socketAddress("/c.sock", "a", "h"),
-            launcher.socketAddress("/d.sock", "a", "g"),
+            socketAddress("/c.sock", "a", "g"),
+            socketAddress("/c.sock", "b", "g"),
+            socketAddress("/c.sock", "a", "h"),
+            socketAddress("/d.sock", "a", "g"),
         }
         self.assertEqual(len(addresses), 4)
 
 
 class GroupKeyTests(SynchronousTestCase):
     """
-    L{launcher.groupKey} picks the key that decides which shim serves a
+    L{manager.groupKey} picks the key that decides which shim serves a
     container.
     """
 
@@ -505,7 +516,7 @@ class GroupKeyTests(SynchronousTestCase):
                 "io.containerd.runc.v2.group": "group",
             }
         }
-        self.assertEqual(launcher.groupKey(spec, "c1"), "group")
+        self.assertEqual(manager.groupKey(spec, "c1"), "group")
 
     def test_sandboxAnnotation(self) -> None:
         """
@@ -514,22 +525,22 @@ class GroupKeyTests(SynchronousTestCase):
         spec: dict[str, object] = {
             "annotations": {"io.kubernetes.cri.sandbox-id": "sandbox", "x": "y"}
         }
-        self.assertEqual(launcher.groupKey(spec, "c1"), "sandbox")
+        self.assertEqual(manager.groupKey(spec, "c1"), "sandbox")
 
     def test_emptyAnnotation(self) -> None:
         """
         A present annotation counts even when empty, as in Go.
         """
         spec: dict[str, object] = {"annotations": {"io.containerd.runc.v2.group": ""}}
-        self.assertEqual(launcher.groupKey(spec, "c1"), "")
+        self.assertEqual(manager.groupKey(spec, "c1"), "")
 
     def test_noAnnotations(self) -> None:
         """
         Without a grouping annotation the key is the id.
         """
-        self.assertEqual(launcher.groupKey({}, "c1"), "c1")
-        self.assertEqual(launcher.groupKey({"annotations": {}}, "c1"), "c1")
-        self.assertEqual(launcher.groupKey({"annotations": {"a": "b"}}, "c1"), "c1")
+        self.assertEqual(manager.groupKey({}, "c1"), "c1")
+        self.assertEqual(manager.groupKey({"annotations": {}}, "c1"), "c1")
+        self.assertEqual(manager.groupKey({"annotations": {"a": "b"}}, "c1"), "c1")
 
     def test_annotationsNotAnObject(self) -> None:
         """
@@ -538,13 +549,13 @@ class GroupKeyTests(SynchronousTestCase):
         values: list[object] = [None, [], "io.containerd.runc.v2.group", 3]
         for value in values:
             self.assertEqual(
-                launcher.groupKey({"annotations": value}, "c1"), "c1", value
+                manager.groupKey({"annotations": value}, "c1"), "c1", value
             )
 
 
 class ReadSpecTests(SynchronousTestCase):
     """
-    L{launcher.readSpec} reads C{config.json}, or fails naming it.
+    L{manager.readSpec} reads C{config.json}, or fails naming it.
     """
 
     def setUp(self) -> None:
@@ -560,7 +571,7 @@ class ReadSpecTests(SynchronousTestCase):
         )
         writeFile(self.path, spec)
         self.assertEqual(
-            launcher.readSpec(self.bundle),
+            manager.readSpec(self.bundle),
             {
                 "ociVersion": "1.0.2",
                 "annotations": {"io.containerd.runc.v2.group": "b"},
@@ -573,13 +584,13 @@ class ReadSpecTests(SynchronousTestCase):
         as an empty spec, and the group is the container's id.
         """
         writeFile(self.path, '{"ociVersion": "1.0.2", "annotations": {"a": "b"}}')
-        self.assertEqual(launcher.readSpec(self.bundle), {})
+        self.assertEqual(manager.readSpec(self.bundle), {})
 
     def test_missing(self) -> None:
         """
         A missing file is an error naming it.
         """
-        error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
+        error = self.assertRaises(LaunchError, manager.readSpec, self.bundle)
         self.assertIn(self.path, str(error))
 
     def test_invalidJSON(self) -> None:
@@ -587,7 +598,7 @@ class ReadSpecTests(SynchronousTestCase):
         Invalid JSON is an error naming the file.
         """
         writeFile(self.path, '{not json "io.kubernetes.cri.sandbox-id"')
-        error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
+        error = self.assertRaises(LaunchError, manager.readSpec, self.bundle)
         self.assertIn(self.path, str(error))
 
     def test_notAnObject(self) -> None:
@@ -599,13 +610,13 @@ class ReadSpecTests(SynchronousTestCase):
             '"io.kubernetes.cri.sandbox-id"',
         ):
             writeFile(self.path, content)
-            error = self.assertRaises(LaunchError, launcher.readSpec, self.bundle)
+            error = self.assertRaises(LaunchError, manager.readSpec, self.bundle)
             self.assertIn(self.path, str(error))
 
 
 class ListenTests(SynchronousTestCase):
     """
-    L{launcher.listen} binds the shim socket, owner-only.
+    L{listen} binds the shim socket, owner-only.
     """
 
     def setUp(self) -> None:
@@ -616,7 +627,7 @@ class ListenTests(SynchronousTestCase):
         self.addCleanup(os.umask, previous)
 
     def listen(self) -> socket.socket:
-        listener = launcher.listen(self.address)
+        listener = listen(self.address)
         assert listener is not None
         self.addCleanup(listener.close)
         return listener
@@ -630,7 +641,7 @@ class ListenTests(SynchronousTestCase):
             listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 1
         )
         self.assertEqual(listener.getsockname(), self.path)
-        self.assertTrue(launcher.canConnect(self.path))
+        self.assertTrue(canConnect(self.path))
 
     def test_socketMode(self) -> None:
         """
@@ -660,15 +671,15 @@ class ListenTests(SynchronousTestCase):
 
     def test_alreadyListening(self) -> None:
         """
-        While a shim listens on the path, L{launcher.listen} returns L{None}
+        While a shim listens on the path, L{listen} returns L{None}
         and leaves that shim's socket alone.
         """
         first = self.listen()
-        self.assertIsNone(launcher.listen(self.address))
+        self.assertIsNone(listen(self.address))
         self.assertEqual(os.umask(0o022), 0o022)
         self.assertTrue(stat.S_ISSOCK(os.stat(self.path).st_mode))
         self.assertEqual(first.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 1)
-        self.assertTrue(launcher.canConnect(self.path))
+        self.assertTrue(canConnect(self.path))
 
     def test_staleSocket(self) -> None:
         """
@@ -678,12 +689,12 @@ class ListenTests(SynchronousTestCase):
         stale = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         stale.bind(self.path)
         stale.close()
-        self.assertFalse(launcher.canConnect(self.path))
+        self.assertFalse(canConnect(self.path))
         listener = self.listen()
         self.assertEqual(
             listener.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN), 1
         )
-        self.assertTrue(launcher.canConnect(self.path))
+        self.assertTrue(canConnect(self.path))
         self.assertEqual(stat.S_IMODE(os.stat(self.path).st_mode), 0o600)
 
     def test_otherError(self) -> None:
@@ -691,20 +702,20 @@ class ListenTests(SynchronousTestCase):
         Another failure to bind is an error, and the umask is restored.
         """
         address = "unix://" + os.path.join(self.directory, "x" * 120)
-        error = self.assertRaises(LaunchError, launcher.listen, address)
+        error = self.assertRaises(LaunchError, listen, address)
         self.assertIn("create new shim socket", str(error))
         self.assertEqual(os.umask(0o022), 0o022)
 
     def test_canConnect(self) -> None:
         """
-        L{launcher.canConnect} is false where nothing listens.
+        L{canConnect} is false where nothing listens.
         """
-        self.assertFalse(launcher.canConnect(self.path))
+        self.assertFalse(canConnect(self.path))
 
 
 class WriteAddressTests(SynchronousTestCase):
     """
-    L{launcher.writeAddress} writes the bundle's C{address} file atomically.
+    L{writeAddress} writes the bundle's C{address} file atomically.
     """
 
     address = "unix:///run/containerd/s/" + "0" * 64
@@ -717,7 +728,7 @@ class WriteAddressTests(SynchronousTestCase):
         """
         The file holds the address, without a newline.
         """
-        launcher.writeAddress(self.bundle, self.address)
+        writeAddress(self.bundle, self.address)
         self.assertEqual(readFile(self.path), self.address.encode())
         self.assertEqual(os.listdir(self.bundle), ["address"])
 
@@ -726,7 +737,7 @@ class WriteAddressTests(SynchronousTestCase):
         An existing file is replaced.
         """
         writeFile(self.path, "unix:///old/address/that/was/longer\n")
-        launcher.writeAddress(self.bundle, self.address)
+        writeAddress(self.bundle, self.address)
         self.assertEqual(readFile(self.path), self.address.encode())
 
     def test_staleTemporary(self) -> None:
@@ -735,7 +746,7 @@ class WriteAddressTests(SynchronousTestCase):
         C{.address} is left behind.
         """
         writeFile(os.path.join(self.bundle, ".address"), "stale")
-        launcher.writeAddress(self.bundle, self.address)
+        writeAddress(self.bundle, self.address)
         self.assertEqual(readFile(self.path), self.address.encode())
         self.assertEqual(os.listdir(self.bundle), ["address"])
 
@@ -816,7 +827,7 @@ class DaemonCommandTests(SynchronousTestCase):
     """
 
     def flags(self, *extra: str) -> list[str]:
-        return launcher.daemonArguments("ns", "c1", "/c.sock", "-debug" in extra)
+        return daemonArguments("ns", "c1", "/c.sock", "-debug" in extra)
 
     def test_installedScript(self) -> None:
         """
@@ -874,17 +885,17 @@ def umount(path: str) -> None:
 
 class MountPointTests(SynchronousTestCase):
     """
-    L{launcher.isMountPoint} reads the mount table, so that C{delete} loads
+    L{manager.isMountPoint} reads the mount table, so that C{delete} loads
     libc only to unmount what is mounted.
     """
 
     def test_notMounted(self) -> None:
         target = os.path.abspath(self.mktemp())
         os.mkdir(target)
-        self.assertFalse(launcher.isMountPoint(target))
+        self.assertFalse(manager.isMountPoint(target))
 
     def test_root(self) -> None:
-        self.assertTrue(launcher.isMountPoint("/"))
+        self.assertTrue(manager.isMountPoint("/"))
 
     def test_escapedPath(self) -> None:
         """
@@ -898,9 +909,9 @@ class MountPointTests(SynchronousTestCase):
         if libc.mount(b"tmpfs", target.encode(), b"tmpfs", 0, None) != 0:
             raise SkipTest(f"cannot mount tmpfs: {os.strerror(ctypes.get_errno())}")
         self.addCleanup(umount, target)
-        self.assertTrue(launcher.isMountPoint(target))
+        self.assertTrue(manager.isMountPoint(target))
         umount(target)
-        self.assertFalse(launcher.isMountPoint(target))
+        self.assertFalse(manager.isMountPoint(target))
 
 
 class DeleteTests(SynchronousTestCase):
@@ -917,11 +928,11 @@ class DeleteTests(SynchronousTestCase):
             json.dumps({"root": self.runcRoot}),
         )
         os.mkdir(os.path.join(self.bundle, "rootfs"))
-        self.flags = launcher.parseFlags(
+        self.flags = parseFlags(
             ["-namespace", "ns", "-id", "c1", "-bundle", "/elsewhere", "delete"]
         )
         self.runs: list[list[str]] = []
-        self.patch(launcher, "runRunc", self.runRunc)
+        self.patch(spawn, "run", self.runRunc)
         self.stderr = io.StringIO()
         self.patch(sys, "stderr", self.stderr)
 
@@ -1025,7 +1036,7 @@ class DeleteTests(SynchronousTestCase):
         """
         A failing runc does not fail the delete.
         """
-        self.patch(launcher, "runRunc", lambda command: 1)
+        self.patch(spawn, "run", lambda command: 1)
         writeFile(os.path.join(self.bundle, "runtime"), "")
         os.makedirs(os.path.join(self.runcRoot, "ns", "c1"))
         self.assertEqual(self.delete().exit_status, 137)
@@ -1111,7 +1122,7 @@ class MainTests(SynchronousTestCase):
         self.assertEqual(launcher.main(["-namespace", "n", "-x", "start"]), 2)
         self.assertEqual(
             self.stderr.getvalue(),
-            "flag provided but not defined: -x\n" + launcher.usage(sys.argv[0]),
+            "flag provided but not defined: -x\n" + usage(sys.argv[0]),
         )
         self.assertEqual(self.output(), b"")
 
@@ -1124,14 +1135,14 @@ class MainTests(SynchronousTestCase):
             self.stderr.seek(0)
             self.stderr.truncate()
             self.assertEqual(launcher.main(argv), 0)
-            self.assertEqual(self.stderr.getvalue(), launcher.usage(sys.argv[0]))
+            self.assertEqual(self.stderr.getvalue(), usage(sys.argv[0]))
         self.assertEqual(self.output(), b"")
 
     def test_usageLayout(self) -> None:
         """
         The usage is Go's C{PrintDefaults} layout of the Go shim's flags.
         """
-        text = launcher.usage("/x/shim")
+        text = usage("/x/shim")
         self.assertTrue(text.startswith("Usage of /x/shim:\n  -address string\n"))
         self.assertIn("  -v\tshow the shim version and exit\n", text)
         self.assertIn('(used for publishing events) (default "containerd")\n', text)
@@ -1217,7 +1228,8 @@ config = json.loads(sys.argv[1])
 sys.argv = [config["daemon"]]
 before = set(sys.modules)
 import shimd.shim.launcher as launcher
-flags = launcher.parseFlags(config["argv"])
+from shimd.shim.flags import parseFlags
+flags = parseFlags(config["argv"])
 address = launcher.start(flags, b"", config["bundle"], socketDir=config["socketDir"])
 loaded = sorted(set(sys.modules) - before)
 children = []
@@ -1348,7 +1360,7 @@ class LightweightTests(SynchronousTestCase):
         }
         stdout, stderr = self.runChild(START_SCRIPT, [json.dumps(config)], bundle)
         report = json.loads(stdout)
-        expected = launcher.socketAddress("/tmp/t/c.sock", "sxref", "c1", socketDir)
+        expected = socketAddress("/tmp/t/c.sock", "sxref", "c1", socketDir)
         self.assertEqual(report["address"], expected)
         self.assertEqual(readFile(os.path.join(bundle, "address")), expected.encode())
         self.assertLightweight(report["loaded"])

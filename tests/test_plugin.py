@@ -14,14 +14,13 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-import twisted.plugin
 from twisted.internet.task import Clock
+from twisted.plugin import IPlugin
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import shimd.plugins
 from shimd.interfaces import IPluginContext, IShimPlugin
-from shimd.shim.config import ShimConfig
+from shimd.shim.config import PluginSettings, ShimConfig
 from shimd.shim.plugin import (
     ALL_TYPES,
     EVENT_PLUGIN,
@@ -32,7 +31,6 @@ from shimd.shim.plugin import (
     PluginRegistry,
     Registration,
     SkipPlugin,
-    builtinPlugins,
 )
 
 HOOK_PLUGIN = "io.example.hook.v1"
@@ -77,10 +75,12 @@ class RegistrationTests(SynchronousTestCase):
 
     def test_interface(self) -> None:
         """
-        A L{Registration} provides L{IShimPlugin}.
+        A L{Registration} provides L{IShimPlugin} and L{IPlugin}, so that a
+        dropin can hold one.
         """
         registration = plugin(TTRPC_PLUGIN, "task", [EVENT_PLUGIN])
         self.assertTrue(verifyObject(IShimPlugin, registration))
+        self.assertTrue(IPlugin.providedBy(registration))
 
     def test_requiresTuple(self) -> None:
         """
@@ -403,6 +403,24 @@ class PluginContextTests(SynchronousTestCase):
         self.assertIs(self.context.get("a", "2"), second)
         self.assertRaises(PluginError, self.context.get, "a", "3")
 
+    def test_pluginConfig(self) -> None:
+        """
+        L{PluginContext.pluginConfig} gives a plugin its table of the
+        settings, and an empty one to a plugin without one.
+        """
+        settings = PluginSettings(plugins={"a.1": {"path": "/x"}})
+        context = PluginContext(self.clock, self.config, settings)
+        self.assertEqual(context.pluginConfig("a", "1"), {"path": "/x"})
+        self.assertEqual(context.pluginConfig("a", "2"), {})
+
+    def test_instancesInOrder(self) -> None:
+        """
+        L{PluginContext.instances} lists the instances as they were added.
+        """
+        self.context.add(plugin("b", "1"), "first")
+        self.context.add(plugin("a", "1"), "second")
+        self.assertEqual(self.context.instances(), ["first", "second"])
+
     def test_getAll(self) -> None:
         """
         L{PluginContext.getAll} gives every instance of a type by id, as a
@@ -499,42 +517,80 @@ class DiscoverTests(SynchronousTestCase):
 
     def test_defaultPackage(self) -> None:
         """
-        Without a package, L{PluginRegistry.discover} looks in
-        L{shimd.plugins}.
+        Without a package, L{PluginRegistry.discover} finds shimd's own
+        plugins, a dropin in L{shimd.plugins}.
         """
-        searched: list[tuple[object, object]] = []
-
-        def getPlugins(interface: object, package: object) -> list[IShimPlugin]:
-            searched.append((interface, package))
-            return [plugin(HOOK_PLUGIN, "found")]
-
-        self.patch(twisted.plugin, "getPlugins", getPlugins)
         registry = PluginRegistry()
         registry.discover()
-        self.assertEqual(searched, [(IShimPlugin, shimd.plugins)])
-        self.assertEqual(names(registry.ordered()), [f"{HOOK_PLUGIN}.found"])
+        self.assertEqual(
+            names(registry.ordered())[:3],
+            [
+                f"{EVENT_PLUGIN}.publisher",
+                f"{INTERNAL_PLUGIN}.shutdown",
+                f"{TTRPC_PLUGIN}.task",
+            ],
+        )
 
-    def test_duplicate(self) -> None:
+    def test_duplicateLeftOut(self) -> None:
         """
-        A discovered plugin with the type and id of a registered one is an
-        error.
+        A discovered plugin with the type and id of a registered one is left
+        out, and the shim starts with the registered one.
         """
-        registry = registryOf(plugin(HOOK_PLUGIN, "hook"))
-        self.assertRaises(PluginError, registry.discover, self.makePackage())
+        registry = registryOf(plugin(HOOK_PLUGIN, "hook"), plugin(EVENT_PLUGIN, "p"))
+        registry.discover(self.makePackage())
+        context = registry.initialise(makeContext())
+        self.assertEqual(context.get(HOOK_PLUGIN, "hook"), f"{HOOK_PLUGIN}.hook")
+
+    def test_replace(self) -> None:
+        """
+        Named in the settings' C{replace} list, a discovered plugin replaces
+        a registered one of the same type and id.
+        """
+        registry = registryOf(plugin(HOOK_PLUGIN, "hook"), plugin(EVENT_PLUGIN, "p"))
+        settings = PluginSettings(replace=frozenset({f"{HOOK_PLUGIN}.hook"}))
+        registry.discover(self.makePackage(), settings)
+        context = registry.initialise(makeContext())
+        self.assertEqual(
+            context.get(HOOK_PLUGIN, "hook"), ("hooked", f"{EVENT_PLUGIN}.p")
+        )
+
+    def test_disabled(self) -> None:
+        """
+        A plugin named in the settings' C{disabled} list is left out.
+        """
+        registry = PluginRegistry()
+        settings = PluginSettings(disabled=frozenset({f"{HOOK_PLUGIN}.hook"}))
+        registry.discover(self.makePackage(), settings)
+        self.assertEqual(names(registry.ordered()), [])
+
+    def test_secondOfAType(self) -> None:
+        """
+        A second plugin of a type that has one (another event publisher)
+        does not stop the built-in plugins from starting: they look each
+        other up by type and id.
+        """
+        registry = PluginRegistry()
+        registry.discover()
+        registry.register(plugin(EVENT_PLUGIN, "another"))
+        names_ = names(registry.ordered())
+        self.assertIn(f"{EVENT_PLUGIN}.another", names_)
+        self.assertIn(f"{TTRPC_PLUGIN}.task", names_)
 
 
 class BuiltinTests(SynchronousTestCase):
     """
-    L{builtinPlugins} are the publisher, the shutdown service and the task
-    service.
+    L{shimd.plugins.builtin} holds the publisher, the shutdown service and
+    the task service.
     """
 
     def test_builtin(self) -> None:
         """
-        The built-in plugins, by type and id, in order; the task service
-        requires the other two, and they order as registered.
+        The built-in plugins, by type and id; the task service requires the
+        other two.
         """
-        plugins = list(builtinPlugins())
+        from shimd.plugins import builtin
+
+        plugins = [builtin.publisherPlugin, builtin.shutdownPlugin, builtin.taskPlugin]
         self.assertEqual(
             [(each.type, each.id) for each in plugins],
             [
@@ -545,6 +601,7 @@ class BuiltinTests(SynchronousTestCase):
         )
         for each in plugins:
             self.assertTrue(verifyObject(IShimPlugin, each))
+            self.assertTrue(IPlugin.providedBy(each))
         self.assertEqual(set(plugins[2].requires), {EVENT_PLUGIN, INTERNAL_PLUGIN})
         registry = registryOf(*reversed(plugins))
         self.assertEqual(names(registry.ordered())[-1], f"{TTRPC_PLUGIN}.task")

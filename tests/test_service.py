@@ -23,8 +23,14 @@ from twisted.logger import formatEvent, globalLogPublisher
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 from zope.interface import implementer
 
-from shimd.interfaces import IPluginContext, IShutdown, ITTRPCService
+from shimd.interfaces import (
+    IPluginContext,
+    IShutdown,
+    ITTRPCInterceptor,
+    ITTRPCService,
+)
 from shimd.protos import task_pb2
+from shimd.shim.address import Listener, listenerFromFD, listenerFromPath
 from shimd.shim.config import ShimConfig
 from shimd.shim.plugin import (
     EVENT_PLUGIN,
@@ -33,7 +39,7 @@ from shimd.shim.plugin import (
     PluginError,
     Registration,
 )
-from shimd.shim.service import Listener, ShimService, listenerFromFD, listenerFromPath
+from shimd.shim.service import ShimService
 from shimd.shim.shutdown import ShutdownService
 from shimd.ttrpc.client import ServiceClient, TTRPCClientProtocol, connectTTRPC
 from shimd.ttrpc.server import CallContext, ServiceRegistry
@@ -102,6 +108,7 @@ class Plugins:
         self.initialised: list[str] = []
         self.stops = 0
         self.task: FakeTask | None = None
+        self.extra: list[Registration] = []
 
     def recording(
         self, name: str, build: Callable[[IPluginContext], object]
@@ -137,7 +144,27 @@ class Plugins:
             Registration(
                 EVENT_PLUGIN, "publisher", self.recording("publisher", lambda c: None)
             ),
+            *self.extra,
         ]
+
+
+@implementer(ITTRPCInterceptor)
+class RecordingInterceptor:
+    """
+    An interceptor plugin's instance: records each call's method, request
+    and outcome, and tags the response.
+    """
+
+    def __init__(self, tag: int) -> None:
+        self.tag = tag
+        self.calls: list[tuple[str, str, str]] = []
+
+    def intercept(self, request: Any, context: CallContext, proceed: Any) -> Any:
+        self.calls.append(("before", context.method, request.id))
+        response = proceed(request, context)
+        self.calls.append(("after", context.method, type(response).__name__))
+        response.task_pid += self.tag
+        return response
 
 
 class ShimServiceTests(TestCase):
@@ -226,6 +253,29 @@ class ShimServiceTests(TestCase):
         response = yield self.connect(self.path)
         self.assertEqual(response.task_pid, 4242)
         self.assertEqual(response.shim_pid, os.getpid())
+
+    @inlineCallbacks
+    def test_interceptors(self) -> Any:
+        """
+        Plugin instances that provide L{ITTRPCInterceptor} wrap every call
+        of the ttrpc services, the first initialised outermost.
+        """
+        outer, inner = RecordingInterceptor(1), RecordingInterceptor(10)
+        self.plugins.extra = [
+            Registration("io.example.v1", "outer", lambda context: outer),
+            Registration(
+                "io.example.v1", "inner", lambda context: inner, requires=["io.x"]
+            ),
+            Registration("io.x", "x", lambda context: None),
+        ]
+        self.started(listenerFromPath(self.path))
+        response = yield self.connect(self.path)
+        self.assertEqual(response.task_pid, 4242 + 10 + 1)
+        self.assertEqual(
+            outer.calls,
+            [("before", "Connect", "sx1"), ("after", "Connect", "ConnectResponse")],
+        )
+        self.assertEqual(inner.calls, outer.calls)
 
     def test_socketOwnerOnly(self) -> None:
         """

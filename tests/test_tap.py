@@ -21,7 +21,8 @@ from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
 import shimd
-from shimd.shim.config import ShimConfig
+from shimd.shim.config import ConfigError, PluginSettings, ShimConfig
+from shimd.shim.flags import parseFlags
 from shimd.shim.service import ShimService
 from shimd.shim.tap import Options, makeService
 
@@ -197,6 +198,98 @@ class OptionsTests(SynchronousTestCase):
             "--namespace", "ns", "--socket", "/s", "--address", "/a.sock"
         )
         self.assertEqual(options.shimConfig().ttrpcAddress, "/a.sock.ttrpc")
+
+
+class FromFlagsTests(SynchronousTestCase):
+    """
+    L{ShimConfig.fromFlags} makes, from the launcher's parsed flags, the
+    same configuration C{twistd shim}'s options make.
+    """
+
+    def test_sameAsOptions(self) -> None:
+        """
+        The daemon's flags and the equivalent C{twistd shim} options give
+        equal configurations.
+        """
+        common = ["namespace", "sxref", "id", "sx1", "address", "/run/c.sock"]
+        common += ["publish-binary", "/usr/bin/containerd"]
+        flags = parseFlags(
+            [*(f"-{w}" if i % 2 == 0 else w for i, w in enumerate(common)), "-debug"]
+        )
+        options = Options()
+        long = [f"--{w}" if i % 2 == 0 else w for i, w in enumerate(common)]
+        options.parseOptions([*long, "--debug", "--bundle", "/b/sx1", "--socket", "/s"])
+        environ = {k: v for k, v in os.environ.items() if k != "TTRPC_ADDRESS"}
+        self.patch(os, "environ", environ)
+        self.assertEqual(
+            ShimConfig.fromFlags(flags, environ, "/b/sx1"), options.shimConfig()
+        )
+
+    def test_ttrpcAddressFromEnvironment(self) -> None:
+        """
+        C{$TTRPC_ADDRESS} is where events go, and C{-bundle} overrides the
+        working directory.
+        """
+        flags = parseFlags(["-namespace", "ns", "-bundle", "/b", "-address", "/a"])
+        config = ShimConfig.fromFlags(flags, {"TTRPC_ADDRESS": "/t.ttrpc"}, "/cwd")
+        self.assertEqual((config.ttrpcAddress, config.bundle), ("/t.ttrpc", "/b"))
+
+
+class PluginSettingsTests(SynchronousTestCase):
+    """
+    L{PluginSettings.load} reads the shim's settings file, which
+    C{$SHIMD_CONFIG} names.
+    """
+
+    def write(self, text: str) -> str:
+        path = self.mktemp()
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def test_none(self) -> None:
+        """
+        No path, no settings.
+        """
+        self.assertEqual(PluginSettings.load(""), PluginSettings())
+
+    def test_load(self) -> None:
+        """
+        The disabled and replace lists, and each plugin's table.
+        """
+        path = self.write(
+            'disabled = ["a.b"]\nreplace = ["c.d"]\n[plugins."e.f"]\npath = "/x"\n'
+        )
+        self.assertEqual(
+            PluginSettings.load(path),
+            PluginSettings(
+                disabled=frozenset({"a.b"}),
+                replace=frozenset({"c.d"}),
+                plugins={"e.f": {"path": "/x"}},
+            ),
+        )
+
+    def test_invalid(self) -> None:
+        """
+        A missing file, bad TOML or a list of the wrong kind is a
+        L{ConfigError} naming the file.
+        """
+        for path in (
+            self.mktemp(),
+            self.write("disabled = [\n"),
+            self.write("disabled = [1]\n"),
+            self.write("plugins = 3\n"),
+        ):
+            error = self.assertRaises(ConfigError, PluginSettings.load, path)
+            self.assertIn(path, str(error))
+
+    def test_fromEnvironment(self) -> None:
+        """
+        The daemon's configuration names the file C{$SHIMD_CONFIG} names.
+        """
+        flags = parseFlags(["-namespace", "ns"])
+        config = ShimConfig.fromFlags(flags, {"SHIMD_CONFIG": "/etc/s.toml"}, "/")
+        self.assertEqual(config.settingsPath, "/etc/s.toml")
 
 
 class MakeServiceTests(SynchronousTestCase):

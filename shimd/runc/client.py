@@ -28,7 +28,8 @@ from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTer
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 
-DEFAULT_ROOT = "/run/containerd/runc"
+from shimd.runc.options import globalArguments
+
 LOG_TAIL = 64 * 1024
 
 Spawner = Callable[
@@ -188,12 +189,7 @@ class Runc:
         """
         The flags before every subcommand, in go-runc's order.
         """
-        arguments = ["--root", self.root, "--log", self.logPath, "--log-format", "json"]
-        if self.criu:
-            arguments += ["--criu", self.criu]
-        if self.systemdCgroup:
-            arguments.append("--systemd-cgroup")
-        return arguments
+        return globalArguments(self.root, self.logPath, self.criu, self.systemdCgroup)
 
     def create(
         self,

@@ -16,14 +16,17 @@ import os
 import signal
 import stat
 import sys
-from collections.abc import MutableMapping, Sequence
+from collections.abc import MutableMapping
 from typing import TYPE_CHECKING
 
 from shimd import RUNTIME_NAME
-from shimd.shim.launcher import COLD_VARIABLE, LISTEN_FD, READY_VARIABLE
+from shimd.shim.address import LISTEN_FD, listenerFromFD, listenerFromPath
+from shimd.shim.spawn import COLD_VARIABLE, READY_VARIABLE
 
 if TYPE_CHECKING:
-    from shimd.shim.launcher import Flags
+    from shimd.shim.address import Listener
+    from shimd.shim.config import ShimConfig
+    from shimd.shim.flags import Flags
 
 LOG_FIFO = "log"
 READY = b"ready"
@@ -110,21 +113,17 @@ class StartupReport:
 
 
 def run(
-    argv: Sequence[str],
-    logPath: str | None = None,
-    notice: tuple[str, str] | None = None,
+    config: ShimConfig, listener: Listener, notice: tuple[str, str] | None = None
 ) -> int:
     """
-    Run the shim service until it stops.
+    Run the shim service until it stops, logging to stderr (the log fifo).
 
-    @param argv: C{twistd shim} options.
-    @param logPath: the log fifo to log to, or L{None} for stderr as it is.
+    @param config: the parsed configuration.
+    @param listener: where to serve.
     @param notice: a level (C{"info"} or C{"warn"}) and a message to log once
         logging is set up.
     @return: the exit status.
     """
-    if logPath is not None:
-        openLog(logPath)
     nameProcess(PROCESS_NAME)
     from twisted.internet import epollreactor
 
@@ -136,22 +135,15 @@ def run(
         LogLevel,
         globalLogBeginner,
     )
-    from twisted.python import usage
 
     from shimd.shim.logrus import LogrusObserver, quietTwisted
-    from shimd.shim.tap import Options, makeService
+    from shimd.shim.service import makeService
 
-    options = Options()
-    try:
-        options.parseOptions(argv)
-    except usage.UsageError as e:
-        print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
-        return 1
-    level = LogLevel.debug if options["debug"] else LogLevel.info
+    level = LogLevel.debug if config.debug else LogLevel.info
     observer = LogrusObserver(
         2,
         {
-            "namespace": options["namespace"],
+            "namespace": config.namespace,
             "pid": str(os.getpid()),
             "runtime": RUNTIME_NAME,
         },
@@ -166,7 +158,12 @@ def run(
     if notice is not None:
         noticeLevel, message = notice
         log.emit(LogLevel.levelWithName(noticeLevel), "{message}", message=message)
-    service = makeService(options, reactor)
+    try:
+        service = makeService(config, listener, reactor)
+    except Exception:
+        # A settings file that cannot be read, say: in containerd's log.
+        log.failure("shim failed to start")
+        return 1
     failed = []
 
     def start() -> None:
@@ -189,22 +186,15 @@ def runFromLauncher(flags: Flags) -> int:
     fd 3 (or C{-socket PATH}), logging to the bundle's C{log} fifo, and
     telling C{start} whether it came up (L{StartupReport}). When C{start}
     spawned it without the fork server, it logs why.
+
+    @param flags: the daemon's flags, parsed once (by the launcher, or by
+        the fork server from the request).
     """
     report = StartupReport.fromEnvironment(os.environ)
     level, _, reason = os.environ.pop(COLD_VARIABLE, "").partition(" ")
     if level not in ("info", "warn"):
         level = "warn"
     coldReason = (level, f"fork server not used: {reason}") if reason else None
-    argv = ["--namespace", flags.namespace, "--id", flags.id]
-    argv += ["--address", flags.address]
-    if flags.socket:
-        argv += ["--socket", flags.socket]
-    else:
-        argv += ["--socket-fd", "3"]
-    if flags.bundle:
-        argv += ["--bundle", flags.bundle]
-    if flags.debug:
-        argv.append("--debug")
 
     def refuse(reason: str) -> int:
         report.failed(reason)
@@ -217,9 +207,19 @@ def runFromLauncher(flags: Flags) -> int:
         return refuse(f"open log fifo {os.path.abspath(LOG_FIFO)}: {e.strerror}")
     if not flags.socket and not isSocket(LISTEN_FD):
         return refuse(f"fd {LISTEN_FD} is not the listening socket")
+    try:
+        if flags.socket:
+            listener = listenerFromPath(flags.socket)
+        else:
+            listener = listenerFromFD(LISTEN_FD)
+    except (OSError, ValueError) as e:
+        return refuse(str(e))
     # From here on, whatever goes wrong reaches containerd's log.
     report.ready()
-    return run(argv, notice=coldReason)
+    from shimd.shim.config import ShimConfig
+
+    config = ShimConfig.fromFlags(flags, os.environ, os.getcwd())
+    return run(config, listener, notice=coldReason)
 
 
 def isSocket(fd: int) -> bool:

@@ -49,8 +49,11 @@ import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from typing import Any
 
-from shimd.shim.launcher import sha256
+from shimd.shim.address import LISTEN_FD, canConnect, listen, sha256
+from shimd.shim.flags import parseFlags
+from shimd.shim.spawn import READY_FD, READY_VARIABLE, spawnDetached
 
 SOCKET_DIR = "/run/shimd"
 IDLE_TIMEOUT = 900.0
@@ -140,26 +143,108 @@ class _ContextChanged(ForkServerError):
     """
 
 
-def fingerprint(package: str | None = None) -> str:
+def fingerprint(
+    package: str | None = None, dropins: Sequence[str] | None = None
+) -> str:
     """
-    A short hash of the interpreter and of every file of the installed shimd
-    package (path, size, modification time), which names the server's
-    socket.
+    A short hash of the interpreter, of every file of the installed shimd
+    package, and of every file in the other C{shimd/plugins} directories on
+    C{sys.path}, where third parties install dropins (path, size,
+    modification time): it names the server's socket, so that new code gets
+    a new server. (What a dropin imports from elsewhere, the server checks
+    itself: L{LoadedCode}.)
 
     @param package: the package directory; shimd's own by default.
+    @param dropins: the third-party dropin directories; those on
+        C{sys.path} by default.
     """
     if package is None:
         package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    if dropins is None:
+        dropins = dropinDirectories()
     digest = sha256(f"{sys.executable}\0{package}".encode())
     for directory, subdirectories, files in os.walk(package):
         subdirectories[:] = sorted(d for d in subdirectories if d != "__pycache__")
-        for name in sorted(files):
-            if name.endswith((".py", ".so")):
-                status = os.stat(os.path.join(directory, name))
-                digest.update(
-                    f"{directory}/{name}\0{status.st_size}\0{status.st_mtime_ns}\0".encode()
-                )
+        _digestFiles(digest, directory, files)
+    for directory in dropins:
+        try:
+            files = os.listdir(directory)
+        except OSError:
+            continue
+        _digestFiles(digest, directory, files)
     return digest.hexdigest()[:20]
+
+
+def _digestFiles(digest: Any, directory: str, files: list[str]) -> None:
+    for name in sorted(files):
+        if name.endswith((".py", ".so")):
+            try:
+                status = os.stat(os.path.join(directory, name))
+            except OSError:
+                continue
+            digest.update(
+                f"{directory}/{name}\0{status.st_size}\0{status.st_mtime_ns}\0".encode()
+            )
+
+
+def dropinDirectories() -> list[str]:
+    """
+    The C{shimd/plugins} directories on C{sys.path} outside shimd's package
+    (none has an C{__init__.py}): where L{shimd.plugins} finds third-party
+    dropins, as L{twisted.plugin.pluginPackagePaths} lists them.
+    """
+    found = []
+    for entry in sys.path:
+        directory = os.path.join(os.path.abspath(entry or "."), "shimd", "plugins")
+        if (
+            os.path.isdir(directory)
+            and not os.path.exists(os.path.join(directory, "__init__.py"))
+            and directory not in found
+        ):
+            found.append(directory)
+    return found
+
+
+class LoadedCode:
+    """
+    The files of the modules that loading the plugins imported from outside
+    the standard library's and shimd's directories (a third party's dropins
+    and what they import), as they were when loaded: a server whose loaded
+    code changed on disk must not fork daemons that would run the old code.
+    """
+
+    def __init__(self, files: dict[str, tuple[int, int]]) -> None:
+        self.files = files
+
+    @classmethod
+    def since(cls, before: set[str], package: str) -> LoadedCode:
+        """
+        The files of the modules imported since C{before} (names in
+        C{sys.modules}), except shimd's own, which L{fingerprint} covers.
+        """
+        files = {}
+        for name in set(sys.modules) - before:
+            path = getattr(sys.modules[name], "__file__", None)
+            if path and not os.path.abspath(path).startswith(package + os.sep):
+                try:
+                    status = os.stat(path)
+                except OSError:
+                    continue
+                files[path] = (status.st_size, status.st_mtime_ns)
+        return cls(files)
+
+    def changed(self) -> str | None:
+        """
+        @return: the first loaded file that changed, or L{None}.
+        """
+        for path, (size, mtime) in self.files.items():
+            try:
+                status = os.stat(path)
+            except OSError:
+                return path
+            if (status.st_size, status.st_mtime_ns) != (size, mtime):
+                return path
+        return None
 
 
 def _read(path: str) -> bytes:
@@ -562,17 +647,9 @@ def spawnServer(path: str) -> None:
     caller's session and output, and do not wait for it. It inherits this
     process's context, which is the one C{path} names.
     """
-    devnull = os.devnull
-    os.posix_spawn(
-        sys.executable,
+    spawnDetached(
         [sys.executable, "-m", "shimd.shim.forkserver", path],
         {k: v for k, v in os.environ.items() if k != DISABLE_VARIABLE},
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, devnull, os.O_WRONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 2, devnull, os.O_WRONLY, 0),
-        ],
-        setsid=True,
     )
 
 
@@ -611,24 +688,27 @@ def forkDaemon(
         raise ForkServerError(f"fork server: {e}") from e
 
 
-def preload() -> None:
+def preload() -> LoadedCode:
     """
     Import what the daemon needs, without installing a reactor: a child
     forked afterwards starts serving in milliseconds.
+
+    @return: the third-party code the plugins loaded.
     """
     import twisted.internet.epollreactor
     import twisted.internet.inotify
-    import twisted.logger
-    import twisted.python.usage  # noqa: F401
+    import twisted.logger  # noqa: F401
 
+    import shimd.shim.config
     import shimd.shim.daemon
     import shimd.shim.logrus
-    import shimd.shim.service
-    import shimd.shim.tap  # noqa: F401
-    from shimd.shim.plugin import PluginRegistry, builtinPlugins
+    import shimd.shim.service  # noqa: F401
+    from shimd.shim.plugin import PluginRegistry
 
-    builtinPlugins()
+    before = set(sys.modules)
     PluginRegistry().discover()
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    loaded = LoadedCode.since(before, package)
     if "twisted.internet.reactor" in sys.modules:
         raise RuntimeError("preloading installed a reactor; a fork would share it")
     import gc
@@ -638,6 +718,7 @@ def preload() -> None:
     # write to (and so copy) the pages it shares with the server.
     gc.collect()
     gc.freeze()
+    return loaded
 
 
 def _becomeDaemon(
@@ -663,7 +744,6 @@ def _becomeDaemon(
     except OSError:
         return 0
     from shimd.shim.daemon import runFromLauncher
-    from shimd.shim.launcher import LISTEN_FD, READY_FD, READY_VARIABLE, parseFlags
 
     os.setsid()
     os.chdir(request.cwd)
@@ -681,7 +761,12 @@ def _becomeDaemon(
     return runFromLauncher(parseFlags(request.argv))
 
 
-def _serveOne(server: _socket.socket, connection: _socket.socket, context: str) -> bool:
+def _serveOne(
+    server: _socket.socket,
+    connection: _socket.socket,
+    context: str,
+    loaded: LoadedCode | None = None,
+) -> bool:
     """
     Answer one request: fork a daemon, or say why not.
 
@@ -698,6 +783,9 @@ def _serveOne(server: _socket.socket, connection: _socket.socket, context: str) 
             raise ForkServerError(f"expected one listening socket, got {len(fds)}")
         if request.context != context or contextFingerprint() != context:
             raise _ContextChanged("the fork server's context changed")
+        changed = loaded.changed() if loaded is not None else None
+        if changed is not None:
+            raise _ContextChanged(f"the fork server's code changed: {changed}")
         pid = os.fork()
     except (ForkServerError, OSError) as e:
         for fd in fds:
@@ -722,12 +810,10 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
     the one C{path} names.
     """
     os.chdir("/")
-    from shimd.shim.launcher import canConnect, listen
-
     context = contextFingerprint()
     if not path.endswith(f"-{context}.sock") or canConnect(path):
         return
-    preload()
+    loaded = preload()
     checkDirectory(os.path.dirname(path), create=False)
     import socket
 
@@ -746,7 +832,7 @@ def serve(path: str, idleTimeout: float = IDLE_TIMEOUT) -> None:
             with connection:
                 connection.settimeout(REPLY_TIMEOUT)
                 try:
-                    if not _serveOne(server, connection, context):
+                    if not _serveOne(server, connection, context, loaded):
                         return
                 except (OSError, ForkServerError, ValueError):
                     continue

@@ -4,28 +4,38 @@ The plugin registry: plugins register by type and id, declare the plugin
 types they require, and are initialised in dependency order, as containerd's
 shim does with its plugin graph.
 
-The built-in plugins are the event publisher (C{io.containerd.event.v1}), the
-internal shutdown service (C{io.containerd.internal.v1}) and the task service
-(C{io.containerd.ttrpc.v1}), which requires both. Third-party plugins are
-found with L{twisted.plugin.getPlugins} in the L{shimd.plugins} package.
+Every plugin, shimd's own included, is a dropin: an object providing
+L{IShimPlugin} and L{IPlugin} in a module of the L{shimd.plugins} package
+(or of any C{shimd/plugins} directory on C{sys.path}), found through
+Twisted's plugin cache (C{dropin.cache}), so that a shim imports only the
+dropins that hold shim plugins. shimd's own are in L{shimd.plugins.builtin}:
+the event publisher (C{io.containerd.event.v1}), the internal shutdown
+service (C{io.containerd.internal.v1}) and the runc task service
+(C{io.containerd.ttrpc.v1}), which requires both.
+
+L{PluginSettings} (from the file C{$SHIMD_CONFIG} names) disables plugins,
+lets a third party's plugin replace a built-in one of the same type and id,
+and gives each plugin its own settings.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import attr
 from twisted.logger import Logger
+from twisted.plugin import IPlugin
 from zope.interface import implementer
 
 from shimd.interfaces import IPluginContext, IShimPlugin
-from shimd.shim.config import ShimConfig
+from shimd.shim.config import PluginSettings, ShimConfig
 
 EVENT_PLUGIN = "io.containerd.event.v1"
 INTERNAL_PLUGIN = "io.containerd.internal.v1"
 TTRPC_PLUGIN = "io.containerd.ttrpc.v1"
 ALL_TYPES = "*"
+BUILTIN_DROPIN = "builtin"
 
 log = Logger()
 
@@ -48,11 +58,12 @@ def _types(types: Iterable[str]) -> tuple[str, ...]:
     return tuple(types)
 
 
-@implementer(IShimPlugin)
+@implementer(IShimPlugin, IPlugin)
 @attr.s(frozen=True, auto_attribs=True)
 class Registration:
     """
-    A plugin given as a type, an id, its requirements and an initialiser.
+    A plugin given as a type, an id, its requirements and an initialiser: a
+    module-level one in a dropin is found by L{PluginRegistry.discover}.
     """
 
     type: str
@@ -70,13 +81,33 @@ class PluginContext:
     The context plugins are initialised in; it collects their instances.
     """
 
-    def __init__(self, reactor: Any, config: ShimConfig) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        config: ShimConfig,
+        settings: PluginSettings | None = None,
+    ) -> None:
+        """
+        @param settings: the plugins' settings; none by default.
+        """
         self.reactor = reactor
         self.config = config
+        self.settings = PluginSettings() if settings is None else settings
         self._instances: dict[str, dict[str, object]] = {}
+        self._ordered: list[object] = []
 
     def add(self, plugin: IShimPlugin, instance: object) -> None:
         self._instances.setdefault(plugin.type, {})[plugin.id] = instance
+        self._ordered.append(instance)
+
+    def pluginConfig(self, type: str, id: str) -> Mapping[str, object]:
+        return self.settings.plugins.get(f"{type}.{id}", {})
+
+    def instances(self) -> list[object]:
+        """
+        Every initialised plugin's instance, in the order of initialisation.
+        """
+        return list(self._ordered)
 
     def get(self, type: str, id: str | None = None) -> object:
         instances = self._instances.get(type, {})
@@ -113,24 +144,63 @@ class PluginRegistry:
             raise PluginError(f"plugin {plugin.type}.{plugin.id} registered twice")
         self._plugins[key] = plugin
 
-    def discover(self, package: Any = None) -> None:
+    def discover(
+        self, package: Any = None, settings: PluginSettings | None = None
+    ) -> None:
         """
-        Register the third-party plugins found by L{twisted.plugin.getPlugins}
-        in C{package} (by default L{shimd.plugins}).
+        Register the plugins of the dropins in C{package} (by default
+        L{shimd.plugins}): those of L{BUILTIN_DROPIN} first, then the
+        others', by dropin name. A dropin is imported only when Twisted's
+        cache says that it holds a shim plugin.
+
+        A plugin named (C{TYPE.ID}) in the settings' C{disabled} list is left
+        out. A plugin with the type and id of one already registered replaces
+        it when the settings' C{replace} list names it, and is otherwise
+        left out with a warning: a stray dropin does not stop the shim.
         """
         import warnings
 
-        from twisted.plugin import getPlugins
+        from twisted.plugin import getCache
 
         if package is None:
             import shimd.plugins as package
+        if settings is None:
+            settings = PluginSettings()
         with warnings.catch_warnings():
             # An editable install's path finder makes Twisted's module walker
             # warn about a "PEP 302 violation"; the plugins are found anyway.
             warnings.filterwarnings("ignore", message=".*PEP 302 violation")
-            plugins = list(getPlugins(IShimPlugin, package))
-        for plugin in plugins:
-            self.register(plugin)
+            dropins = getCache(package)
+        names = sorted(dropins, key=lambda name: (name != BUILTIN_DROPIN, name))
+        for name in names:
+            for cached in dropins[name].plugins:
+                if IShimPlugin not in cached.provided:
+                    continue
+                plugin = IShimPlugin(cached.load())
+                self._add(plugin, settings, dropin=name)
+
+    def _add(self, plugin: IShimPlugin, settings: PluginSettings, dropin: str) -> None:
+        name = _name(plugin)
+        if name in settings.disabled:
+            log.info("plugin {plugin} disabled", plugin=name)
+            return
+        key = (plugin.type, plugin.id)
+        if key in self._plugins:
+            if name not in settings.replace:
+                log.warn(
+                    "plugin {plugin} of dropin {dropin} left out: one is "
+                    "already registered (name it in replace to replace it)",
+                    plugin=name,
+                    dropin=dropin,
+                )
+                return
+            log.info(
+                "plugin {plugin} replaced by dropin {dropin}",
+                plugin=name,
+                dropin=dropin,
+            )
+            del self._plugins[key]
+        self._plugins[key] = plugin
 
     def ordered(self) -> list[IShimPlugin]:
         """
@@ -214,15 +284,3 @@ def _topological(dependencies: dict[str, list[str]]) -> list[str]:
     for plugin in dependencies:
         visit(plugin)
     return ordered
-
-
-def builtinPlugins() -> Iterable[IShimPlugin]:
-    """
-    The plugins every shim has: the publisher, the shutdown service and the
-    task service.
-    """
-    from shimd.runc.task.service import taskPlugin
-    from shimd.shim.events import publisherPlugin
-    from shimd.shim.shutdown import shutdownPlugin
-
-    return [publisherPlugin, shutdownPlugin, taskPlugin]

@@ -12,72 +12,22 @@ import socket
 from collections.abc import Iterable
 from typing import Any
 
-import attr
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, maybeDeferred
 from twisted.internet.interfaces import IListeningPort
 from twisted.logger import Logger
 
-from shimd.interfaces import IShimPlugin, IShutdown, ITTRPCService
-from shimd.shim.config import ShimConfig
-from shimd.shim.launcher import SOCKET_MODE, listen
+from shimd.interfaces import IShimPlugin, IShutdown, ITTRPCInterceptor, ITTRPCService
+from shimd.shim.address import SOCKET_MODE, Listener
+from shimd.shim.config import PluginSettings, ShimConfig
+from shimd.shim.interceptors import InterceptingRegistry
 from shimd.shim.plugin import (
     INTERNAL_PLUGIN,
     TTRPC_PLUGIN,
     PluginContext,
     PluginRegistry,
-    builtinPlugins,
 )
-from shimd.ttrpc.server import ServiceRegistry, TTRPCServerFactory
-
-
-@attr.s(auto_attribs=True)
-class Listener:
-    """
-    Where the shim serves: an inherited listening socket, or a path to bind.
-
-    @ivar fd: the inherited socket, or L{None} to bind C{path}.
-    @ivar path: the socket's filesystem path, removed at shutdown.
-    """
-
-    fd: int | None
-    path: str
-
-    def open(self) -> int:
-        """
-        @return: a listening, non-blocking socket descriptor, ours to close.
-        """
-        if self.fd is None:
-            listener = listen("unix://" + self.path)
-            if listener is None:
-                raise RuntimeError(f"a shim already listens on {self.path}")
-            self.fd = listener.detach()
-        os.set_blocking(self.fd, False)
-        fd, self.fd = self.fd, None
-        return fd
-
-
-def listenerFromFD(fd: int) -> Listener:
-    """
-    Serve on an inherited listening unix socket; its bound path is removed at
-    shutdown.
-    """
-    probe = socket.socket(fileno=os.dup(fd))
-    try:
-        name = probe.getsockname()
-    finally:
-        probe.close()
-    path = name.decode() if isinstance(name, bytes) else name
-    if not path or path.startswith("\0"):
-        raise ValueError(f"fd {fd} is not a filesystem unix socket")
-    return Listener(fd, path)
-
-
-def listenerFromPath(path: str) -> Listener:
-    """
-    Bind and serve on a unix socket path, owner-only.
-    """
-    return Listener(None, os.path.abspath(path))
+from shimd.ttrpc.server import TTRPCServerFactory
 
 
 class ShimService(Service):
@@ -96,18 +46,21 @@ class ShimService(Service):
         discover: bool = True,
     ) -> None:
         """
-        @param plugins: the plugins to run; the built-in ones by default.
-        @param discover: whether to add third-party plugins found in
-            L{shimd.plugins}.
+        @param plugins: plugins to run besides those discovered.
+        @param discover: whether to add the plugins of the dropins in
+            L{shimd.plugins} (shimd's own among them).
+        @raise shimd.shim.config.ConfigError: when the settings file named
+            in C{config} cannot be read or is not valid.
         """
         self.config = config
         self.reactor = reactor
         self.listener = listener
+        self.settings = PluginSettings.load(config.settingsPath)
         self.plugins = PluginRegistry()
-        for plugin in builtinPlugins() if plugins is None else plugins:
+        for plugin in plugins or ():
             self.plugins.register(plugin)
         if discover:
-            self.plugins.discover()
+            self.plugins.discover(settings=self.settings)
         self.context: PluginContext | None = None
         self.port: IListeningPort | None = None
         # The socket file is ours to remove if it was handed to us, or once
@@ -116,8 +69,15 @@ class ShimService(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.context = self.plugins.initialise(PluginContext(self.reactor, self.config))
-        registry = ServiceRegistry()
+        self.context = self.plugins.initialise(
+            PluginContext(self.reactor, self.config, self.settings)
+        )
+        interceptors = [
+            ITTRPCInterceptor(instance)
+            for instance in self.context.instances()
+            if ITTRPCInterceptor.providedBy(instance)
+        ]
+        registry = InterceptingRegistry(interceptors)
         for instance in self.context.getAll(TTRPC_PLUGIN).values():
             ITTRPCService(instance).registerTTRPC(registry)
         factory = TTRPCServerFactory(registry, self.reactor)
@@ -156,3 +116,14 @@ class ShimService(Service):
         except FileNotFoundError:
             pass
         self.log.info("shim stopped")
+
+
+def makeService(config: ShimConfig, listener: Listener, reactor: Any = None) -> Service:
+    """
+    The shim service for a parsed configuration, serving on C{listener}.
+
+    @param reactor: the reactor to run on; the global one by default.
+    """
+    if reactor is None:
+        from twisted.internet import reactor
+    return ShimService(config, reactor, listener)

@@ -1,18 +1,22 @@
 # -*- test-case-name: tests.test_tap -*-
 """
-The shim as a Twisted application: the options of C{twistd shim} and
-L{makeService}, which the launcher's daemon runs too.
+The shim as a Twisted application: the options of C{twistd shim}, which
+build the same L{ShimConfig} and L{Listener} the launcher's daemon builds
+from its flags, and twistd's L{makeService}.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import IService
 from twisted.python import usage
 
-from shimd.shim.config import ShimConfig
+from shimd.shim.config import CONFIG_VARIABLE, ShimConfig, ttrpcAddressOf
+
+if TYPE_CHECKING:
+    from shimd.shim.address import Listener
 
 
 class Options(usage.Options):
@@ -62,9 +66,9 @@ class Options(usage.Options):
         """
         The configuration plugins see.
         """
-        ttrpcAddress = self["ttrpc-address"] or os.environ.get("TTRPC_ADDRESS", "")
-        if not ttrpcAddress and self["address"]:
-            ttrpcAddress = self["address"] + ".ttrpc"
+        ttrpcAddress = ttrpcAddressOf(
+            self["address"], os.environ, self["ttrpc-address"] or ""
+        )
         return ShimConfig(
             namespace=self["namespace"],
             id=self["id"],
@@ -73,22 +77,27 @@ class Options(usage.Options):
             publishBinary=self["publish-binary"],
             bundle=self["bundle"] or os.getcwd(),
             debug=bool(self["debug"]),
+            settingsPath=os.environ.get(CONFIG_VARIABLE, ""),
         )
+
+    def listener(self) -> Listener:
+        """
+        Where to serve: the inherited socket of C{--socket-fd}, or the path
+        of C{--socket}.
+        """
+        from shimd.shim.address import listenerFromFD, listenerFromPath
+
+        if self["socket-fd"] is not None:
+            return listenerFromFD(self["socket-fd"])
+        return listenerFromPath(self["socket"])
 
 
 def makeService(options: Options, reactor: Any = None) -> IService:
     """
-    Build the shim service from its options.
+    Build the shim service from C{twistd shim}'s options.
 
     @param reactor: the reactor to run on; the global one by default.
     """
-    if reactor is None:
-        from twisted.internet import reactor
+    from shimd.shim.service import makeService
 
-    from shimd.shim.service import ShimService, listenerFromFD, listenerFromPath
-
-    if options["socket-fd"] is not None:
-        listener = listenerFromFD(options["socket-fd"])
-    else:
-        listener = listenerFromPath(options["socket"])
-    return ShimService(options.shimConfig(), reactor, listener)
+    return makeService(options.shimConfig(), options.listener(), reactor)

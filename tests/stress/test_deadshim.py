@@ -15,7 +15,7 @@ import tempfile
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from shimd.protos import task_pb2
-from shimd.shim.launcher import removeStaleSocket
+from shimd.shim.address import removeStaleSocket
 from tests.e2e import host
 from tests.e2e.containerd import RUNC_ROOT, waitUntil
 from tests.e2e.runtimes import GO, SHIMD

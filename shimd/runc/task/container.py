@@ -30,7 +30,8 @@ from twisted.logger import Logger
 
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
 from shimd.runc import cgroups, mount
-from shimd.runc.client import DEFAULT_ROOT, Runc, RuncError, Spawner, lastRuntimeError
+from shimd.runc.client import Runc, RuncError, Spawner, lastRuntimeError
+from shimd.runc.options import DEFAULT_ROOT
 from shimd.runc.stdio import ProcessIO, StdioError, createIO
 from shimd.runc.task import errors
 from shimd.runc.task.process import ExecProcess, InitProcess, Process, State

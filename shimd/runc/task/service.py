@@ -322,7 +322,7 @@ def _initialise(context: IPluginContext) -> TaskService:
     from shimd.runc import cgroups
 
     reactor = context.reactor
-    publisher = IPublisher(context.get(EVENT_PLUGIN))
+    publisher = IPublisher(context.get(EVENT_PLUGIN, "publisher"))
     reaper = Reaper()
     reactor.callWhenRunning(reaper.install, reactor)
     environment = Environment(
