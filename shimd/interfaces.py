@@ -7,13 +7,14 @@ the shutdown service, ttrpc services and the task runtime).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
+    from twisted.internet.defer import Deferred
 
     from shimd.ttrpc.server import ServiceRegistry
 
@@ -166,4 +167,182 @@ class ITTRPCService(Interface):
         """
         Register the service's handlers with a
         L{shimd.ttrpc.server.ServiceRegistry}.
+        """
+
+
+# -- The runc shim's seams: the OCI runtime, the reaper, mounts --------------
+
+
+class IOCIRuntime(Interface):
+    """
+    An OCI runtime (runc, or one that takes runc's command line, such as
+    crun) as configured for one container: what the task code asks of it.
+    Every call returns a Deferred; a failure is a
+    L{shimd.runc.client.RuncError} whose message is the Go shim's text.
+    The calls that start a process (C{create}, C{exec}, C{restore}) give it
+    C{stdio}, a child fd map, and have it write its pid to C{pidFile}.
+    """
+
+    def create(
+        id: str,
+        bundle: str,
+        pidFile: str,
+        stdio: dict[int, int],
+        consoleSocket: str | None = None,
+        noPivot: bool = False,
+        noNewKeyring: bool = False,
+    ) -> Deferred[Any]:
+        """
+        Create the container from C{bundle}, its init stopped before the
+        user's process.
+        """
+
+    def start(id: str) -> Deferred[Any]:
+        """
+        Start a created container's process.
+        """
+
+    def exec(
+        id: str,
+        processPath: str,
+        pidFile: str,
+        stdio: dict[int, int],
+        consoleSocket: str | None = None,
+    ) -> Deferred[Any]:
+        """
+        Run the OCI process in the JSON file C{processPath} in the container,
+        detached.
+        """
+
+    def restore(
+        id: str,
+        bundle: str,
+        imagePath: str,
+        workPath: str,
+        pidFile: str,
+        stdio: dict[int, int],
+        parentPath: str = "",
+        consoleSocket: str | None = None,
+        noPivot: bool = False,
+    ) -> Deferred[Any]:
+        """
+        Restore the container from the checkpoint in C{imagePath}, detached.
+        """
+
+    def kill(id: str, signal: int, all: bool = False) -> Deferred[Any]:
+        """
+        Signal the container's init, or every process of it with C{all}.
+        """
+
+    def delete(id: str, force: bool = False) -> Deferred[Any]:
+        """
+        Delete the container's runtime state.
+        """
+
+    def pause(id: str) -> Deferred[Any]:
+        """
+        Freeze the container.
+        """
+
+    def resume(id: str) -> Deferred[Any]:
+        """
+        Thaw the container.
+        """
+
+    def update(id: str, resources: bytes) -> Deferred[Any]:
+        """
+        Apply the OCI C{LinuxResources} JSON C{resources}.
+        """
+
+    def ps(id: str) -> Deferred[list[int]]:
+        """
+        @return: a Deferred that fires with the host pids of the container's
+            processes.
+        """
+
+    def checkpoint(
+        id: str,
+        imagePath: str,
+        workPath: str,
+        openTCP: bool = False,
+        externalUnixSockets: bool = False,
+        terminal: bool = False,
+        fileLocks: bool = False,
+        emptyNamespaces: Sequence[str] = (),
+        leaveRunning: bool = True,
+    ) -> Deferred[Any]:
+        """
+        Checkpoint the container into C{imagePath}.
+        """
+
+    def lastError() -> str:
+        """
+        @return: the last error the runtime logged for this container (its
+            C{log.json}), or an empty string.
+        """
+
+
+class IOCIRuntimeFactory(Interface):
+    """
+    What a runtime plugin (type C{io.shimd.runtime.v1}) provides: the OCI
+    runtime for each container.
+    """
+
+    def runtime(options: Any, namespace: str, bundle: str) -> IOCIRuntime:
+        """
+        @param options: the container's C{containerd.runc.v1.Options}
+            (binary name, root, criu path, systemd cgroups).
+        @param namespace: the containerd namespace, which keeps each
+            namespace's runtime state apart.
+        @param bundle: the container's bundle directory.
+        @return: the runtime, configured for that container.
+        """
+
+
+class IReaper(Interface):
+    """
+    Reaps the shim's children and routes each exit to whoever watches its
+    pid.
+    """
+
+    def install(reactor: Any) -> None:
+        """
+        Start reaping; called once the reactor runs.
+        """
+
+    def launching() -> Any:
+        """
+        Say a process is being launched: exits reaped before its pid is
+        watched are kept for it.
+
+        @return: an object whose C{done()} ends the launch, once the pid is
+            watched.
+        """
+
+    def watch(pid: int) -> Deferred[Any]:
+        """
+        @return: a Deferred that fires with the L{shimd.shim.reaper.Exit} of
+            C{pid}.
+        """
+
+
+class IMounter(Interface):
+    """
+    Mounts a container's rootfs and takes it down again.
+    """
+
+    def mountAll(mounts: Iterable[Any], target: str) -> None:
+        """
+        Mount each of C{mounts} (C{containerd.types.Mount}s) on C{target},
+        each on top of the one before; on a failure, unmount what was
+        mounted.
+
+        @raise shimd.runc.mount.MountError: the failure.
+        """
+
+    def unmountAll(target: str) -> None:
+        """
+        Unmount everything stacked on C{target}.
+
+        @raise OSError: when something there cannot be unmounted.
         """

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import SimpleNamespace
 from typing import Any
 
@@ -31,7 +31,7 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shimd.interfaces import IPublisher, IShutdown
+from shimd.interfaces import IMounter, IPublisher, IShutdown
 from shimd.protos import cgroups_v1_pb2
 from shimd.runc.stdio import StdioError
 from shimd.shim.reaper import Reaper
@@ -502,9 +502,10 @@ class FakeIOFactory:
         return io
 
 
+@implementer(IMounter)
 class FakeMounts:
     """
-    Stands in for L{shimd.runc.mount.mountAll} and L{shimd.runc.mount.unmountAll}.
+    A mounter that records instead of mounting.
 
     @ivar calls: C{("mount", [(type, source, options), ...], target)} and
         C{("unmount", target)}, in order.
@@ -515,14 +516,14 @@ class FakeMounts:
         self.calls: list[tuple[Any, ...]] = []
         self.mountError: Exception | None = None
 
-    def mountAll(self, mounts: Any, target: str, **kwargs: Any) -> None:
+    def mountAll(self, mounts: Iterable[Any], target: str) -> None:
         described = [(m.type, m.source, list(m.options)) for m in mounts]
         self.calls.append(("mount", described, target))
         if self.mountError is not None:
             error, self.mountError = self.mountError, None
             raise error
 
-    def unmountAll(self, target: str, flags: int = 0, **kwargs: Any) -> None:
+    def unmountAll(self, target: str) -> None:
         self.calls.append(("unmount", target))
 
 

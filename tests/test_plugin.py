@@ -522,14 +522,18 @@ class DiscoverTests(SynchronousTestCase):
         """
         registry = PluginRegistry()
         registry.discover()
-        self.assertEqual(
-            names(registry.ordered())[:3],
-            [
-                f"{EVENT_PLUGIN}.publisher",
-                f"{INTERNAL_PLUGIN}.shutdown",
-                f"{TTRPC_PLUGIN}.task",
-            ],
-        )
+        builtins = {
+            f"{EVENT_PLUGIN}.publisher",
+            f"{INTERNAL_PLUGIN}.shutdown",
+            "io.shimd.runtime.v1.runc",
+            f"{INTERNAL_PLUGIN}.reaper",
+            f"{INTERNAL_PLUGIN}.mount",
+            f"{INTERNAL_PLUGIN}.oom",
+            f"{TTRPC_PLUGIN}.task",
+        }
+        ordered = names(registry.ordered())
+        self.assertEqual(builtins - set(ordered), set())
+        self.assertEqual(ordered[-1], f"{TTRPC_PLUGIN}.task")
 
     def test_duplicateLeftOut(self) -> None:
         """
@@ -579,29 +583,45 @@ class DiscoverTests(SynchronousTestCase):
 
 class BuiltinTests(SynchronousTestCase):
     """
-    L{shimd.plugins.builtin} holds the publisher, the shutdown service and
-    the task service.
+    L{shimd.plugins.builtin} holds the publisher, the shutdown service, the
+    task service and the runtime, reaper, mounter and OOM watcher it is
+    given.
     """
 
     def test_builtin(self) -> None:
         """
         The built-in plugins, by type and id; the task service requires the
-        other two.
+        others.
         """
         from shimd.plugins import builtin
 
-        plugins = [builtin.publisherPlugin, builtin.shutdownPlugin, builtin.taskPlugin]
+        plugins = [
+            builtin.publisherPlugin,
+            builtin.shutdownPlugin,
+            builtin.runcPlugin,
+            builtin.reaperPlugin,
+            builtin.mounterPlugin,
+            builtin.oomPlugin,
+            builtin.taskPlugin,
+        ]
         self.assertEqual(
             [(each.type, each.id) for each in plugins],
             [
                 (EVENT_PLUGIN, "publisher"),
                 (INTERNAL_PLUGIN, "shutdown"),
+                ("io.shimd.runtime.v1", "runc"),
+                (INTERNAL_PLUGIN, "reaper"),
+                (INTERNAL_PLUGIN, "mount"),
+                (INTERNAL_PLUGIN, "oom"),
                 (TTRPC_PLUGIN, "task"),
             ],
         )
         for each in plugins:
             self.assertTrue(verifyObject(IShimPlugin, each))
             self.assertTrue(IPlugin.providedBy(each))
-        self.assertEqual(set(plugins[2].requires), {EVENT_PLUGIN, INTERNAL_PLUGIN})
+        self.assertEqual(
+            set(plugins[-1].requires),
+            {EVENT_PLUGIN, INTERNAL_PLUGIN, "io.shimd.runtime.v1"},
+        )
         registry = registryOf(*reversed(plugins))
         self.assertEqual(names(registry.ordered())[-1], f"{TTRPC_PLUGIN}.task")

@@ -14,12 +14,11 @@ from twisted.trial.unittest import SynchronousTestCase
 from shimd.protos import task_types_pb2
 from shimd.runc.task.process import (
     GO_ZERO_TIME_SECONDS,
-    STATUS,
     ExecProcess,
     InitProcess,
     Process,
-    State,
 )
+from shimd.runc.task.state import STATUS, State
 from shimd.shim.reaper import Exit
 from shimd.ttrpc.status import Code, TTRPCError
 
@@ -134,15 +133,36 @@ EXEC_REFUSALS: dict[State, dict[str, str | None]] = {
 }
 
 
+# The legal moves that lead from created to each state.
+PATHS: dict[State, tuple[State, ...]] = {
+    State.CREATED: (),
+    State.RUNNING: (State.RUNNING,),
+    State.PAUSING: (State.RUNNING, State.PAUSING),
+    State.PAUSED: (State.RUNNING, State.PAUSING, State.PAUSED),
+    State.STOPPED: (State.RUNNING, State.STOPPED),
+    State.DELETED: (State.RUNNING, State.STOPPED, State.DELETED),
+}
+
+
 def makeInit(state: State = State.CREATED) -> InitProcess:
+    """
+    An init process brought to C{state} by legal moves.
+    """
+    if state is State.CREATED_CHECKPOINT:
+        return InitProcess("c1", "/in", "/out", "/err", True, checkpoint="/cp")
     process = InitProcess("c1", "/in", "/out", "/err", True)
-    process.state = state
+    for step in PATHS[state]:
+        process.transition(step)
     return process
 
 
 def makeExec(state: State = State.CREATED) -> ExecProcess:
+    """
+    An exec brought to C{state} by legal moves.
+    """
     process = ExecProcess("e1", {"args": ["sh"]}, "", "/out", "", False)
-    process.state = state
+    for step in PATHS[state]:
+        process.transition(step)
     return process
 
 
@@ -282,7 +302,6 @@ class StatusTests(SynchronousTestCase):
             ("c1", "/in", "/out", "/err", True, 0),
         )
         self.assertIsNone(init.io)
-        self.assertFalse(init.starting)
 
 
 class ExitTests(SynchronousTestCase):
@@ -375,3 +394,16 @@ class ExitTests(SynchronousTestCase):
         process.startFailed(exit)
         self.assertIs(self.successResultOf(waiter), exit)
         self.assertIs(process.state, State.CREATED)
+
+    def test_deleteRunningRefused(self) -> None:
+        """
+        A running process cannot be marked deleted: the move is refused with
+        Go's text and the process stays running.
+        """
+        process = makeExec(State.RUNNING)
+        error = self.assertRaises(TTRPCError, process.deleted)
+        self.assertEqual(
+            (error.code, error.message),
+            (Code.UNKNOWN, 'invalid state transition "running" to "deleted"'),
+        )
+        self.assertIs(process.state, State.RUNNING)

@@ -24,9 +24,15 @@ from twisted.internet.testing import MemoryReactorClock
 from twisted.trial.unittest import SynchronousTestCase
 from zope.interface.verify import verifyObject
 
-import shimd.runc.client
-import shimd.runc.task.container
-from shimd.interfaces import IPublisher, IShutdown, ITTRPCService
+from shimd.interfaces import (
+    IMounter,
+    IOCIRuntime,
+    IOCIRuntimeFactory,
+    IPublisher,
+    IReaper,
+    IShutdown,
+    ITTRPCService,
+)
 from shimd.protos import (
     events_pb2,
     mount_pb2,
@@ -35,7 +41,16 @@ from shimd.protos import (
     task_types_pb2,
 )
 from shimd.runc import cgroups, mount
-from shimd.runc.task.container import DRAIN_TIMEOUT, EXEC_EXIT_WAIT, Environment
+from shimd.runc.client import RuncRuntime
+from shimd.runc.plugins import (
+    RUNTIME_PLUGIN,
+    Mounter,
+    mounterPlugin,
+    reaperPlugin,
+    runtimeID,
+)
+from shimd.runc.task.container import DRAIN_TIMEOUT, Environment
+from shimd.runc.task.ordering import EXEC_EXIT_WAIT
 from shimd.runc.task.process import GO_ZERO_TIME_SECONDS
 from shimd.runc.task.service import TaskService, taskPlugin
 from shimd.shim.config import ShimConfig
@@ -101,13 +116,8 @@ class TaskServiceTestCase(SynchronousTestCase):
         self.publisher = FakePublisher()
         self.shutdown = FakeShutdown()
         self.mounts = FakeMounts()
-        self.patch(mount, "mountAll", self.mounts.mountAll)
-        self.patch(mount, "unmountAll", self.mounts.unmountAll)
         self.stdio = FakeIOFactory()
-        self.patch(shimd.runc.task.container, "createIO", self.stdio)
         self.cgroups: dict[int, Any] = {}
-        self.patch(cgroups, "loadCgroup", self.loadCgroup)
-        self.patch(shimd.runc.client, "_which", self.which)
         self.killed: list[tuple[int, int]] = []
         self.root = os.path.abspath(self.mktemp())
         os.makedirs(self.root)
@@ -119,7 +129,11 @@ class TaskServiceTestCase(SynchronousTestCase):
             reactor=self.reactor,
             namespace=NAMESPACE,
             reaper=self.kernel.reaper,
+            runtime=RuncRuntime(self.runc, which=self.which),
+            mounter=self.mounts,
             spawn=self.runc,
+            createIO=self.stdio,
+            loadCgroup=self.loadCgroup,
             publish=self.publisher.publish,
             oomWatcher=self.oomWatcher,
         )
@@ -146,7 +160,7 @@ class TaskServiceTestCase(SynchronousTestCase):
         else:
             os.environ[name] = value
 
-    def loadCgroup(self, pid: int, *args: object, **kwargs: object) -> Any:
+    def loadCgroup(self, pid: int) -> Any:
         try:
             return self.cgroups[pid]
         except KeyError:
@@ -2904,12 +2918,16 @@ class OOMTests(TaskServiceTestCase):
         C{/tasks/oom} through the event plugin.
         """
         watcher = FakeOOMWatcher()
-        self.patch(cgroups, "cgroupMode", lambda *args: "v2")
-        self.patch(cgroups, "newOOMWatcher", lambda mode, reactor=None: watcher)
         context = PluginContext(self.reactor, ShimConfig(namespace=NAMESPACE))
         publisher, shutdown = FakePublisher(), FakeShutdown()
         context.add(_registration(EVENT_PLUGIN, "publisher"), publisher)
         context.add(_registration(INTERNAL_PLUGIN, "shutdown"), shutdown)
+        context.add(_registration(INTERNAL_PLUGIN, "oom"), watcher)
+        context.add(_registration(INTERNAL_PLUGIN, "reaper"), self.kernel.reaper)
+        context.add(_registration(INTERNAL_PLUGIN, "mount"), self.mounts)
+        context.add(
+            _registration(RUNTIME_PLUGIN, "runc"), RuncRuntime(self.runc, self.which)
+        )
         service = taskPlugin.initialise(context)
         assert isinstance(service, TaskService)
         self.assertTrue(verifyObject(ITTRPCService, service))
@@ -2926,3 +2944,77 @@ def _registration(type: str, id: str) -> Any:
     from shimd.shim.plugin import Registration
 
     return Registration(type, id, lambda context: None)
+
+
+class SeamTests(TaskServiceTestCase):
+    """
+    What the task service is given through the plugin registry, real and
+    fake, provides the interfaces it is used through.
+    """
+
+    def test_fakes(self) -> None:
+        """
+        The fakes these tests hand in provide the interfaces.
+        """
+        self.assertTrue(verifyObject(IMounter, self.mounts))
+        self.assertTrue(verifyObject(IReaper, self.kernel.reaper))
+        runtime = RuncRuntime(self.runc, which=self.which)
+        self.assertTrue(verifyObject(IOCIRuntimeFactory, runtime))
+        self.assertTrue(
+            verifyObject(
+                IOCIRuntime,
+                runtime.runtime(runc_options_pb2.Options(), NAMESPACE, "/b"),
+            )
+        )
+
+    def test_plugins(self) -> None:
+        """
+        The reaper and mount plugins provide the interfaces; the reaper is
+        installed once the reactor runs.
+        """
+        context = PluginContext(self.reactor, ShimConfig(namespace=NAMESPACE))
+        self.assertTrue(verifyObject(IMounter, mounterPlugin.initialise(context)))
+        self.assertTrue(verifyObject(IMounter, Mounter()))
+        reaper = reaperPlugin.initialise(context)
+        self.assertTrue(verifyObject(IReaper, reaper))
+        self.assertEqual(
+            [hook for hook, args, kwargs in self.reactor.whenRunningHooks],
+            [reaper.install],
+        )
+
+    def test_runtimeOptions(self) -> None:
+        """
+        The runc runtime follows the container's options: binary, root per
+        namespace, criu, systemd cgroups, the bundle's log.
+        """
+        options = runc_options_pb2.Options(
+            binary_name="crun", root="/r", criu_path="/c", systemd_cgroup=True
+        )
+        runc = RuncRuntime(self.runc).runtime(options, "ns", "/b")
+        self.assertEqual(
+            runc.globalArguments(),
+            [
+                "--root",
+                "/r/ns",
+                "--log",
+                "/b/log.json",
+                "--log-format",
+                "json",
+                "--criu",
+                "/c",
+                "--systemd-cgroup",
+            ],
+        )
+        self.assertEqual(runc.binary, "crun")
+
+    def test_runtimeID(self) -> None:
+        """
+        The task service uses the C{runc} runtime plugin, or the only runtime
+        plugin there is when C{runc} is not there.
+        """
+        context = PluginContext(self.reactor, ShimConfig(namespace=NAMESPACE))
+        self.assertEqual(runtimeID(context), "runc")
+        context.add(_registration(RUNTIME_PLUGIN, "crun"), RuncRuntime(self.runc))
+        self.assertEqual(runtimeID(context), "crun")
+        context.add(_registration(RUNTIME_PLUGIN, "runc"), RuncRuntime(self.runc))
+        self.assertEqual(runtimeID(context), "runc")

@@ -27,8 +27,10 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.error import ProcessDone, ProcessExitedAlready, ProcessTerminated
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
-from shimd.runc.options import globalArguments
+from shimd.interfaces import IOCIRuntime, IOCIRuntimeFactory
+from shimd.runc.options import DEFAULT_ROOT, globalArguments
 
 LOG_TAIL = 64 * 1024
 
@@ -156,6 +158,7 @@ def lastRuntimeError(logPath: str) -> str:
     return message
 
 
+@implementer(IOCIRuntime)
 class Runc:
     """
     runc, as configured for one container.
@@ -174,8 +177,14 @@ class Runc:
         criu: str = "",
         systemdCgroup: bool = False,
         environ: Mapping[str, str] | None = None,
+        which: Callable[[str], str | None] | None = None,
     ) -> None:
+        """
+        @param which: finds an executable on C{$PATH}; by default, looked up
+            once and remembered.
+        """
         self._spawn = spawn
+        self._which = which or _which
         self.binary = binary or "runc"
         self.root = root
         self.logPath = logPath
@@ -190,6 +199,9 @@ class Runc:
         The flags before every subcommand, in go-runc's order.
         """
         return globalArguments(self.root, self.logPath, self.criu, self.systemdCgroup)
+
+    def lastError(self) -> str:
+        return lastRuntimeError(self.logPath)
 
     def create(
         self,
@@ -373,7 +385,7 @@ class Runc:
         stdin: bytes | None = None,
         childFDs: dict[int, Any] | None = None,
     ) -> Deferred[RunResult]:
-        executable = _which(self.binary)
+        executable = self._which(self.binary)
         if executable is None:
             return fail(
                 RuncError(f'exec: "{self.binary}": executable file not found in $PATH')
@@ -397,6 +409,39 @@ class Runc:
 
         finished.addBoth(deliver)
         return result
+
+
+@implementer(IOCIRuntimeFactory)
+class RuncRuntime:
+    """
+    runc, for each container: the runtime plugin C{runc}.
+
+    @ivar spawn: starts the runc processes.
+    @ivar which: finds runc on C{$PATH} (L{None}: looked up once and
+        remembered).
+    """
+
+    def __init__(
+        self, spawn: Spawner, which: Callable[[str], str | None] | None = None
+    ) -> None:
+        self.spawn = spawn
+        self.which = which
+
+    def runtime(self, options: Any, namespace: str, bundle: str) -> Runc:
+        """
+        runc as the container's options ask: binary, C{--root} (per
+        namespace), C{--criu}, C{--systemd-cgroup}, logging to the bundle's
+        C{log.json}.
+        """
+        return Runc(
+            self.spawn,
+            options.binary_name,
+            os.path.join(options.root or DEFAULT_ROOT, namespace),
+            os.path.join(bundle, "log.json"),
+            criu=options.criu_path,
+            systemdCgroup=options.systemd_cgroup,
+            which=self.which,
+        )
 
 
 _executables: dict[str, str | None] = {}

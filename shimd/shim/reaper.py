@@ -28,6 +28,9 @@ from typing import Any
 import attr
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
+from zope.interface import implementer
+
+from shimd.interfaces import IReaper
 
 PR_SET_CHILD_SUBREAPER = 36
 
@@ -91,6 +94,7 @@ class Launch:
             self._reaper._launchDone()
 
 
+@implementer(IReaper)
 class Reaper:
     """
     Routes the exit of every child to its watchers.

@@ -1,15 +1,8 @@
 # -*- test-case-name: tests.test_task_service -*-
 """
-One container: its bundle, its runc, its init and exec processes, its
-cgroup, and the order in which its events leave.
-
-Ordering, per container:
-    - a process's start event leaves before its exit event, even when it dies
-      at once: exits that arrive while a start is in progress are held until
-      the start event has been queued;
-    - the init process's exit is recorded and published only after the exits
-      of the container's execs (which die with it), so that containerd sees
-      them first; the wait is bounded by L{EXEC_EXIT_WAIT}.
+One container: its bundle, its runc, its init and exec processes and its
+cgroup. The order in which its events leave is its L{ExitOrder}'s
+(L{shimd.runc.task.ordering}).
 """
 
 from __future__ import annotations
@@ -28,21 +21,23 @@ from google.protobuf.message import DecodeError, Message
 from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
+from shimd.interfaces import IMounter, IOCIRuntimeFactory, IReaper
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
-from shimd.runc import cgroups, mount
-from shimd.runc.client import Runc, RuncError, Spawner, lastRuntimeError
-from shimd.runc.options import DEFAULT_ROOT
-from shimd.runc.stdio import ProcessIO, StdioError, createIO
+from shimd.runc import cgroups
+from shimd.runc.client import RuncError, Spawner
+from shimd.runc.mount import MountError
+from shimd.runc.stdio import ProcessIO, StdioError
 from shimd.runc.task import errors
-from shimd.runc.task.process import ExecProcess, InitProcess, Process, State
+from shimd.runc.task.ordering import ExitOrder
+from shimd.runc.task.process import ExecProcess, InitProcess, Process
+from shimd.runc.task.state import State
 from shimd.shim import bootstrap
 from shimd.shim.events import timestampFromNanoseconds
-from shimd.shim.reaper import Exit, Reaper
+from shimd.shim.reaper import Exit
 from shimd.ttrpc.status import TTRPCError
 
 CHECKPOINT_OPTIONS_TYPE = "containerd.runc.v1.CheckpointOptions"
 DRAIN_TIMEOUT = 2.0
-EXEC_EXIT_WAIT = 5.0
 SIGKILL = 9
 
 Publish = Callable[[str, Message], None]
@@ -53,7 +48,14 @@ class Environment:
     """
     What every container of a shim shares.
 
-    @ivar spawn: starts processes (runc, logging binaries).
+    @ivar reaper: reaps the containers' processes.
+    @ivar runtime: gives each container its OCI runtime.
+    @ivar mounter: mounts and unmounts the containers' rootfs.
+    @ivar spawn: starts the stdio's logging binaries.
+    @ivar createIO: makes a process's stdio (as
+        L{shimd.runc.stdio.createIO}).
+    @ivar loadCgroup: the cgroup of a pid (as
+        L{shimd.runc.cgroups.loadCgroup}).
     @ivar publish: queues an event for containerd.
     @ivar oomWatcher: watches containers' cgroups for OOM kills.
     @ivar onOOM: called with a container id when its cgroup reports an OOM.
@@ -61,8 +63,12 @@ class Environment:
 
     reactor: Any
     namespace: str
-    reaper: Reaper
+    reaper: IReaper
+    runtime: IOCIRuntimeFactory
+    mounter: IMounter
     spawn: Spawner
+    createIO: Callable[..., ProcessIO]
+    loadCgroup: Callable[[int], Any]
     publish: Publish
     oomWatcher: Any = None
     onOOM: Callable[[str], None] | None = None
@@ -165,13 +171,8 @@ class Container:
         self.options = options
         self.rootfsMounts = list(request.rootfs)
         self.rootfs = os.path.join(request.bundle, "rootfs")
-        self.runc = Runc(
-            environment.spawn,
-            options.binary_name,
-            os.path.join(options.root or DEFAULT_ROOT, environment.namespace),
-            os.path.join(request.bundle, "log.json"),
-            criu=options.criu_path,
-            systemdCgroup=options.systemd_cgroup,
+        self.runc = environment.runtime.runtime(
+            options, environment.namespace, request.bundle
         )
         self.init = InitProcess(
             request.id,
@@ -185,12 +186,12 @@ class Container:
         self.execs: dict[str, ExecProcess] = {}
         self.cgroup: Any = None
         self.killAllOnExit = killAllOnExit(request.bundle)
-        self._starts = 0
-        self._held: list[tuple[str, Message]] = []
-        self._initExit: Exit | None = None
-        self._killingAll = False
-        self._initDrained = True
-        self._execWait: Any = None
+        self.order = ExitOrder(
+            environment.reactor,
+            environment.publish,
+            lambda: self.execs.values(),
+            self._exited,
+        )
 
     # -- creation ---------------------------------------------------------
 
@@ -201,7 +202,7 @@ class Container:
 
         @return: the init pid (0 for a checkpoint, restored at start).
         """
-        self._starts += 1
+        self.order.createBegan()
         event: tuple[str, Message] | None = None
         try:
             await self._create()
@@ -223,7 +224,7 @@ class Container:
                 ),
             )
         finally:
-            self._startEnded(event)
+            self.order.startEnded(None, event)
         return self.init.pid
 
     async def _create(self) -> None:
@@ -240,8 +241,8 @@ class Container:
         if self.rootfsMounts:
             os.makedirs(self.rootfs, mode=0o711, exist_ok=True)
             try:
-                mount.mountAll(self.rootfsMounts, self.rootfs)
-            except mount.MountError as e:
+                self.environment.mounter.mountAll(self.rootfsMounts, self.rootfs)
+            except MountError as e:
                 raise errors.unknown(e.rootfsMessage) from e
         try:
             io = self._createIO(self.init)
@@ -307,7 +308,7 @@ class Container:
 
     def _createIO(self, process: Process) -> ProcessIO:
         try:
-            return createIO(
+            return self.environment.createIO(
                 self.environment.reactor,
                 self.environment.spawn,
                 self.id,
@@ -329,7 +330,7 @@ class Container:
 
     def _loadCgroup(self) -> None:
         try:
-            self.cgroup = cgroups.loadCgroup(self.init.pid)
+            self.cgroup = self.environment.loadCgroup(self.init.pid)
         except Exception as e:
             self.log.error(
                 "loading the cgroup of container {id} failed: {error}",
@@ -341,7 +342,7 @@ class Container:
         if not self.rootfsMounts:
             return
         try:
-            mount.unmountAll(self.rootfs)
+            self.environment.mounter.unmountAll(self.rootfs)
         except OSError as e:
             self.log.warn("failed to clean up rootfs mount: {error}", error=e)
 
@@ -375,11 +376,7 @@ class Container:
         @return: its pid.
         """
         process.refuse("start")
-        if process.starting:
-            # Go's second Start waits for the first, then finds it running.
-            raise errors.unknown("cannot start a running process")
-        process.starting = True
-        self._starts += 1
+        self.order.startBegan(process)
         event: tuple[str, Message] | None = None
         try:
             if process is self.init:
@@ -398,9 +395,7 @@ class Container:
                     ),
                 )
         finally:
-            process.starting = False
-            self._startEnded(event)
-            self._maybeFinishInitExit()
+            self.order.startEnded(process, event)
         return process.pid
 
     async def _startInit(self) -> None:
@@ -414,7 +409,7 @@ class Container:
             except RuncError as e:
                 raise errors.unknown(e.message) from e
         if self.init.state in (State.CREATED, State.CREATED_CHECKPOINT):
-            self.init.state = State.RUNNING
+            self.init.transition(State.RUNNING)
         if self.cgroup is not None:
             if getattr(self.cgroup, "enableControllers", None) is not None:
                 self.cgroup.enableControllers()
@@ -478,21 +473,12 @@ class Container:
                     await io.close()
                 raise
             if process.state is State.CREATED:
-                process.state = State.RUNNING
+                process.transition(State.RUNNING)
         finally:
             try:
                 os.unlink(processPath)
             except OSError:
                 pass
-
-    def _startEnded(self, event: tuple[str, Message] | None) -> None:
-        if event is not None:
-            self.environment.publish(*event)
-        self._starts -= 1
-        if not self._starts:
-            held, self._held = self._held, []
-            for topic, message in held:
-                self.environment.publish(topic, message)
 
     # -- exits ------------------------------------------------------------
 
@@ -521,23 +507,11 @@ class Container:
             return
         drained = self._drained(process)
         if process is not self.init:
-
-            def finish(result: object) -> None:
-                if process.state is not State.DELETED:
-                    process.setExited(exit)
-                    self._publishExit(process, exit)
-                    self._maybeFinishInitExit()
-
-            drained.addCallback(finish)
+            drained.addCallback(lambda _: self.order.execExited(process, exit))
             return
-        self._initExit = exit
-        self._initDrained = False
         paused = self.init.state is State.PAUSED
-        self._execWait = self.environment.reactor.callLater(
-            EXEC_EXIT_WAIT, self._finishInitExit
-        )
+        self.order.initExited(self.init, exit, killingAll=self.killAllOnExit)
         if self.killAllOnExit:
-            self._killingAll = True
             killed = self.runc.kill(self.id, SIGKILL, all=True)
             killed.addErrback(
                 lambda failure: self.log.debug(
@@ -549,21 +523,16 @@ class Container:
         elif paused:
             self._thaw()
 
-        def initDrained(result: object) -> None:
-            self._initDrained = True
-            self._maybeFinishInitExit()
-
-        drained.addCallback(initDrained)
+        drained.addCallback(lambda _: self.order.initDrained())
 
     def _killedAll(self, result: object, paused: bool) -> None:
         """
         The rest of the container has been killed; thaw it if it was paused
         (the SIGKILLs land as it thaws), as the Go shim does.
         """
-        self._killingAll = False
         if paused:
             self._thaw()
-        self._maybeFinishInitExit()
+        self.order.killedAll()
 
     def _thaw(self) -> None:
         self.runc.resume(self.id).addErrback(
@@ -573,43 +542,24 @@ class Container:
             )
         )
 
-    def _execsRunning(self) -> bool:
-        return any(e.starting or e.state is State.RUNNING for e in self.execs.values())
-
     def _drained(self, process: Process) -> Deferred[None]:
         if process.io is None:
             return succeed(None)
         return process.io.waitDrained(DRAIN_TIMEOUT)
-
-    def _maybeFinishInitExit(self) -> None:
-        if (
-            self._initExit is None
-            or self._killingAll
-            or not self._initDrained
-            or self._execsRunning()
-        ):
-            return
-        self._finishInitExit()
-
-    def _finishInitExit(self) -> None:
-        exit, self._initExit = self._initExit, None
-        if self._execWait is not None and self._execWait.active():
-            self._execWait.cancel()
-        self._execWait = None
-        if exit is None or self.init.state is State.DELETED:
-            return
-        self.init.setExited(exit)
-        self._publishExit(self.init, exit)
 
     def publish(self, topic: str, event: Message) -> None:
         """
         Queue an event of this container, after the events of any start in
         progress.
         """
-        if self._starts:
-            self._held.append((topic, event))
-        else:
-            self.environment.publish(topic, event)
+        self.order.publish(topic, event)
+
+    def _exited(self, process: Process, exit: Exit) -> None:
+        """
+        Record a process's exit (releasing C{Wait}) and publish it.
+        """
+        process.setExited(exit)
+        self._publishExit(process, exit)
 
     def _publishExit(self, process: Process, exit: Exit) -> None:
         event = events_pb2.TaskExit(
@@ -619,7 +569,7 @@ class Container:
             exit_status=exit.status,
             exited_at=timestampFromNanoseconds(exit.exitedAt),
         )
-        self.publish("/tasks/exit", event)
+        self.order.publish("/tasks/exit", event)
 
     # -- the other calls --------------------------------------------------
 
@@ -632,14 +582,11 @@ class Container:
             self.init.refuseDelete()
         else:
             process.refuse("delete")
-        if process.deleting:
-            # Go's second Delete waits for the first, then finds it deleted.
-            raise errors.notFound("cannot delete a deleted process")
-        process.deleting = True
+        self.order.deleteBegan(process)
         try:
             await self._delete(process)
         finally:
-            process.deleting = False
+            self.order.deleteEnded(process)
 
     async def _delete(self, process: Process) -> None:
         if process.io is not None:
@@ -650,10 +597,10 @@ class Container:
                     await self.runc.delete(self.id)
                 except RuncError as e:
                     if "does not exist" not in str(e):
-                        message = lastRuntimeError(self.runc.logPath) or str(e)
+                        message = self.runc.lastError() or str(e)
                         raise errors.unknown(f"failed to delete task: {message}") from e
-            if self._execWait is not None:
-                self._finishInitExit()
+            if self.order.initExitPending():
+                self.order.finishInitExit()
         if process.io is not None:
             await process.io.close()
         process.deleted()
@@ -722,15 +669,15 @@ class Container:
 
     async def pause(self) -> None:
         self.init.refuse("pause")
-        self.init.state = State.PAUSING
+        self.init.transition(State.PAUSING)
         try:
             await self.runc.pause(self.id)
         except RuncError as e:
             if self.init.state is State.PAUSING:
-                self.init.state = State.RUNNING
+                self.init.transition(State.RUNNING)
             raise errors.unknown(e.message) from e
         if self.init.state is State.PAUSING:
-            self.init.state = State.PAUSED
+            self.init.transition(State.PAUSED)
 
     async def resume(self) -> None:
         self.init.refuse("resume")
@@ -739,7 +686,7 @@ class Container:
         except RuncError as e:
             raise errors.unknown(e.message) from e
         if self.init.state is State.PAUSED:
-            self.init.state = State.RUNNING
+            self.init.transition(State.RUNNING)
 
     async def update(self, resources: AnyMessage) -> None:
         self.init.refuse("update")

@@ -1,17 +1,14 @@
 # -*- test-case-name: tests.test_task_process -*-
 """
-The state machines of a container's processes: the init process (created,
-running, pausing, paused, stopped, deleted; or created from a checkpoint) and
-exec processes (created, running, stopped, deleted).
-
-Each refuses, with the Go shim's text, a call that makes no sense in its
-state. The work itself (runc, stdio) is done by the container; a process only
-knows its state, its pid, its stdio and its exit.
+A container's processes: the init process and exec processes, each with its
+state (L{shimd.runc.task.state}), which refuses, with the Go shim's text, a
+call or a move that makes no sense in it. The work itself (runc, stdio) is
+done by the container; a process only knows its state, its pid, its stdio
+and its exit.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import Any
 
 from twisted.internet.defer import Deferred, succeed
@@ -19,92 +16,10 @@ from twisted.internet.defer import Deferred, succeed
 from shimd.protos import task_types_pb2
 from shimd.runc.stdio import ProcessIO
 from shimd.runc.task import errors
+from shimd.runc.task.state import STATUS, ProcessState, State
 from shimd.shim.reaper import Exit
 
 GO_ZERO_TIME_SECONDS = -62135596800
-
-
-class State(enum.Enum):
-    CREATED = "created"
-    CREATED_CHECKPOINT = "created-checkpoint"
-    RUNNING = "running"
-    PAUSING = "pausing"
-    PAUSED = "paused"
-    STOPPED = "stopped"
-    DELETED = "deleted"
-
-
-STATUS: dict[State, task_types_pb2.Status] = {
-    State.CREATED: task_types_pb2.CREATED,
-    State.CREATED_CHECKPOINT: task_types_pb2.CREATED,
-    State.RUNNING: task_types_pb2.RUNNING,
-    State.PAUSING: task_types_pb2.PAUSING,
-    State.PAUSED: task_types_pb2.PAUSED,
-    State.STOPPED: task_types_pb2.STOPPED,
-    State.DELETED: task_types_pb2.STOPPED,
-}
-
-_INIT_REFUSALS: dict[str, dict[State, str]] = {
-    "start": {
-        State.RUNNING: "cannot start a running process",
-        State.PAUSING: "cannot start a paused process",
-        State.PAUSED: "cannot start a paused process",
-        State.STOPPED: "cannot start a stopped process",
-        State.DELETED: "cannot start a deleted process",
-    },
-    "delete": {
-        State.RUNNING: "cannot delete a running process",
-        State.PAUSING: "cannot delete a paused process",
-        State.PAUSED: "cannot delete a paused process",
-    },
-    "pause": {
-        State.CREATED: "cannot pause task in created state",
-        State.CREATED_CHECKPOINT: "cannot pause task in created state",
-        State.PAUSING: "cannot pause a paused container",
-        State.PAUSED: "cannot pause a paused container",
-        State.STOPPED: "cannot pause a stopped container",
-        State.DELETED: "cannot pause a deleted process",
-    },
-    "resume": {
-        State.CREATED: "cannot resume task in created state",
-        State.CREATED_CHECKPOINT: "cannot resume task in created state",
-        State.RUNNING: "cannot resume a running process",
-        State.PAUSING: "cannot resume a running process",
-        State.STOPPED: "cannot resume a stopped container",
-        State.DELETED: "cannot resume a deleted process",
-    },
-    "update": {
-        State.STOPPED: "cannot update a stopped container",
-        State.DELETED: "cannot update a deleted process",
-    },
-    "checkpoint": {
-        State.CREATED: "cannot checkpoint a task in created state",
-        State.CREATED_CHECKPOINT: "cannot checkpoint a task in created state",
-        State.STOPPED: "cannot checkpoint a stopped container",
-        State.DELETED: "cannot checkpoint a deleted process",
-    },
-    "exec": {
-        State.CREATED_CHECKPOINT: "cannot exec in a created state",
-        State.PAUSING: "cannot exec in a paused state",
-        State.PAUSED: "cannot exec in a paused state",
-        State.STOPPED: "cannot exec in a stopped state",
-        State.DELETED: "cannot exec in a deleted state",
-    },
-    "resize": {State.DELETED: "cannot resize a deleted process"},
-}
-
-_EXEC_REFUSALS: dict[str, dict[State, str]] = {
-    "start": {
-        State.RUNNING: "cannot start a running process",
-        State.STOPPED: "cannot start a stopped process",
-        State.DELETED: "cannot start a deleted process",
-    },
-    "delete": {State.RUNNING: "cannot delete a running process"},
-    "resize": {
-        State.STOPPED: "cannot resize a stopped container",
-        State.DELETED: "cannot resize a deleted process",
-    },
-}
 
 
 class Process:
@@ -114,14 +29,16 @@ class Process:
 
     @ivar id: the container id for init, the exec id for an exec.
     @ivar io: the process's stdio, once it has been set up.
-    @ivar starting: whether a C{Start} for it is in progress.
-    @ivar deleting: whether a C{Delete} of it is in progress.
     """
 
-    refusals: dict[str, dict[State, str]] = {}
-
     def __init__(
-        self, id: str, stdin: str, stdout: str, stderr: str, terminal: bool
+        self,
+        id: str,
+        stdin: str,
+        stdout: str,
+        stderr: str,
+        terminal: bool,
+        states: ProcessState,
     ) -> None:
         self.id = id
         self.stdin = stdin
@@ -129,11 +46,9 @@ class Process:
         self.stderr = stderr
         self.terminal = terminal
         self.pid = 0
-        self.state = State.CREATED
+        self._states = states
         self.io: ProcessIO | None = None
         self.exit: Exit | None = None
-        self.starting = False
-        self.deleting = False
         self._waiters: list[Deferred[Exit | None]] = []
 
     def refuse(self, operation: str) -> None:
@@ -141,9 +56,20 @@ class Process:
         @raise TTRPCError: C{UNKNOWN} with the Go text, when C{operation} is
             not allowed in the current state.
         """
-        refusal = self.refusals.get(operation, {}).get(self.state)
-        if refusal is not None:
-            raise errors.unknown(refusal)
+        self._states.refuse(operation)
+
+    @property
+    def state(self) -> State:
+        return self._states.current
+
+    def transition(self, target: State) -> None:
+        """
+        Move to C{target}.
+
+        @raise TTRPCError: C{UNKNOWN} with the Go text when the move is not
+            legal from the current state.
+        """
+        self._states.transition(target)
 
     @property
     def status(self) -> task_types_pb2.Status:
@@ -182,16 +108,18 @@ class Process:
         Record the exit, and release every waiter.
         """
         self.exit = exit
-        if self.state is not State.DELETED:
-            self.state = State.STOPPED
+        if self.state not in (State.STOPPED, State.DELETED):
+            self.transition(State.STOPPED)
         self._release()
 
     def deleted(self) -> None:
         """
         The process is deleted: release anyone still waiting (a process that
         never ran has no exit).
+
+        @raise TTRPCError: C{UNKNOWN} when it may not be deleted in its state.
         """
-        self.state = State.DELETED
+        self.transition(State.DELETED)
         self._release()
 
     def _release(self) -> None:
@@ -207,8 +135,6 @@ class InitProcess(Process):
     @ivar checkpoint: the checkpoint to restore from at start, if any.
     """
 
-    refusals = _INIT_REFUSALS
-
     def __init__(
         self,
         id: str,
@@ -219,11 +145,16 @@ class InitProcess(Process):
         checkpoint: str = "",
         parentCheckpoint: str = "",
     ) -> None:
-        super().__init__(id, stdin, stdout, stderr, terminal)
+        super().__init__(
+            id,
+            stdin,
+            stdout,
+            stderr,
+            terminal,
+            ProcessState.forInit(checkpoint=bool(checkpoint)),
+        )
         self.checkpoint = checkpoint
         self.parentCheckpoint = parentCheckpoint
-        if checkpoint:
-            self.state = State.CREATED_CHECKPOINT
 
     def refuseDelete(self) -> None:
         if self.state is State.DELETED:
@@ -242,8 +173,6 @@ class ExecProcess(Process):
     @ivar spec: the OCI Process, decoded from the request's JSON.
     """
 
-    refusals = _EXEC_REFUSALS
-
     def __init__(
         self,
         id: str,
@@ -253,7 +182,7 @@ class ExecProcess(Process):
         stderr: str,
         terminal: bool,
     ) -> None:
-        super().__init__(id, stdin, stdout, stderr, terminal)
+        super().__init__(id, stdin, stdout, stderr, terminal, ProcessState.forExec())
         self.spec = spec
 
     def refuseKill(self) -> None:

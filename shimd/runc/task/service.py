@@ -23,15 +23,24 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from shimd.interfaces import IPluginContext, IPublisher, IShutdown, ITTRPCService
+from shimd.interfaces import (
+    IMounter,
+    IOCIRuntimeFactory,
+    IPluginContext,
+    IPublisher,
+    IReaper,
+    IShutdown,
+    ITTRPCService,
+)
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
 from shimd.runc.client import reactorSpawner
+from shimd.runc.plugins import RUNTIME_PLUGIN, runtimeID
 from shimd.runc.task import errors
 from shimd.runc.task.container import Container, Environment, decodeOptions
-from shimd.runc.task.process import Process, State
+from shimd.runc.task.process import Process
+from shimd.runc.task.state import State
 from shimd.shim.events import anyOf
 from shimd.shim.plugin import EVENT_PLUGIN, INTERNAL_PLUGIN, TTRPC_PLUGIN, Registration
-from shimd.shim.reaper import Reaper
 from shimd.ttrpc.server import CallContext, ServiceRegistry
 
 TASK_SERVICE = task_pb2.DESCRIPTOR.services_by_name["Task"]
@@ -319,19 +328,21 @@ class TaskService:
 
 
 def _initialise(context: IPluginContext) -> TaskService:
-    from shimd.runc import cgroups
+    from shimd.runc import cgroups, stdio
 
     reactor = context.reactor
     publisher = IPublisher(context.get(EVENT_PLUGIN, "publisher"))
-    reaper = Reaper()
-    reactor.callWhenRunning(reaper.install, reactor)
     environment = Environment(
         reactor=reactor,
         namespace=context.config.namespace,
-        reaper=reaper,
+        reaper=IReaper(context.get(INTERNAL_PLUGIN, "reaper")),
+        runtime=IOCIRuntimeFactory(context.get(RUNTIME_PLUGIN, runtimeID(context))),
+        mounter=IMounter(context.get(INTERNAL_PLUGIN, "mount")),
         spawn=reactorSpawner(reactor),
+        createIO=stdio.createIO,
+        loadCgroup=cgroups.loadCgroup,
         publish=publisher.publish,
-        oomWatcher=cgroups.newOOMWatcher(cgroups.cgroupMode(), reactor),
+        oomWatcher=context.get(INTERNAL_PLUGIN, "oom"),
     )
     service = TaskService(
         environment, publisher, IShutdown(context.get(INTERNAL_PLUGIN, "shutdown"))
@@ -341,5 +352,8 @@ def _initialise(context: IPluginContext) -> TaskService:
 
 
 taskPlugin = Registration(
-    TTRPC_PLUGIN, "task", _initialise, requires=(EVENT_PLUGIN, INTERNAL_PLUGIN)
+    TTRPC_PLUGIN,
+    "task",
+    _initialise,
+    requires=(EVENT_PLUGIN, INTERNAL_PLUGIN, RUNTIME_PLUGIN),
 )
