@@ -2,7 +2,8 @@
 """
 The interfaces between shimd's parts: plugins and the registry that starts
 them, and the services plugins provide to each other (the event publisher,
-the shutdown service, ttrpc services and the task runtime).
+the shutdown service, ttrpc services and the task runtime); and the runc
+shim's parts (cgroups, OOM watching and stdio).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from twisted.internet.interfaces import IConsumer
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
@@ -345,4 +347,181 @@ class IMounter(Interface):
         Unmount everything stacked on C{target}.
 
         @raise OSError: when something there cannot be unmounted.
+        """
+
+
+# The runc shim: cgroups and OOM watching.
+
+
+class ICgroup(Interface):
+    """
+    A container's cgroup.
+    """
+
+    typeURL = Attribute(
+        "The type URL of the C{Any} that carries L{stats}' message: "
+        "C{io.containerd.cgroups.v1.Metrics} or "
+        "C{io.containerd.cgroups.v2.Metrics}."
+    )
+
+    def stats() -> Any:
+        """
+        Read the cgroup's statistics.
+
+        @return: a C{Metrics} message of the cgroup's version.
+        @raise shimd.runc.cgroups.errors.CgroupError: a file could not be read
+            or parsed.
+        """
+
+    def exists() -> bool:
+        """
+        Whether the cgroup still exists.
+        """
+
+    def enableControllers() -> None:
+        """
+        Make every controller available to the container's cgroup, as the Go
+        shim does at the C{Start} of a container's init: on cgroup v2, by
+        enabling them in the C{cgroup.subtree_control} of its ancestors; on
+        v1, where each controller is its own hierarchy, nothing.
+        """
+
+
+OOMCallback = Callable[[str], None]
+
+
+class IOOMWatcher(Interface):
+    """
+    Watches containers' cgroups for out-of-memory kills.
+    """
+
+    def add(containerID: str, cgroup: ICgroup, onOOM: OOMCallback) -> None:
+        """
+        Start watching a container's cgroup.
+
+        @param containerID: passed to C{onOOM}.
+        @param cgroup: the cgroup, of the watcher's version.
+        @param onOOM: called with C{containerID} on each OOM event, in the
+            reactor thread.
+        @raise shimd.runc.cgroups.errors.CgroupError: the cgroup cannot be
+            watched; the Go shim logs this and carries on without OOM events
+            for the container.
+        """
+
+    def remove(containerID: str) -> None:
+        """
+        Stop watching a container, if it is watched.
+        """
+
+    def stop() -> None:
+        """
+        Stop watching every container.
+        """
+
+
+# The runc shim: stdio.
+
+
+class IOutputSink(IConsumer):
+    """
+    Where a copy of a process's output goes: a fifo or pipe (the client's
+    fifo, a logging binary's pipe, the terminal's copy to stdout) or a
+    regular file (C{file://}, or a path that is not a fifo).
+
+    A copy's reader writes to it as a streaming producer, pausing while it
+    is full, and asks it to finish at the end of the process's output; the
+    process's stdio aborts it when the process is deleted.
+    """
+
+    finished = Attribute(
+        "A Deferred that fires with None once everything written has been "
+        "flushed and the sink closed, or once it has been lost or aborted."
+    )
+    moved = Attribute(
+        "How many bytes it has written where the client reads: progress "
+        "that the wait for the output to be delivered watches."
+    )
+
+    def loseConnection() -> None:
+        """
+        Finish: close once what is buffered has been written (a sink shared
+        by several copies, as stdout and stderr share a C{file://} target,
+        closes when the last of them has finished).
+        """
+
+    def abortConnection() -> None:
+        """
+        Close now, dropping whatever is still buffered.
+        """
+
+
+class IProcessIO(Interface):
+    """
+    The stdio of one container process, whatever its mode (none, pipes to
+    fifos or files, a logging binary, a terminal).
+
+    Its life: L{runcStdio} and L{consoleSocket} go on runc's command line;
+    L{prepare} before runc runs; L{spawned} once runc is running; L{attach}
+    once runc has created the process; L{waitDrained} and L{close} when the
+    process is deleted.
+    """
+
+    stdin = Attribute("The client's stdin string, as requested.")
+    stdout = Attribute("The client's stdout string, as requested.")
+    stderr = Attribute("The client's stderr string, as requested.")
+    runcStdio = Attribute(
+        "The descriptors runc gives the process, by number (0, 1, 2)."
+    )
+    consoleSocket = Attribute(
+        "The path of the unix socket runc sends the pty master on "
+        "(C{--console-socket}), or None without a terminal."
+    )
+
+    def prepare() -> Deferred[None]:
+        """
+        Get ready before runc runs: start a logging binary, for one.
+
+        @return: a Deferred that fires once ready.
+        """
+
+    def spawned() -> None:
+        """
+        runc has its copies of the process's ends: close the shim's, so that
+        the process's exit ends its output.
+        """
+
+    def attach() -> Deferred[None]:
+        """
+        Start copying, now that runc has created the process.
+
+        @return: a Deferred that fires once the copies run.
+        @raise shimd.runc.stdio.errors.StdioError: what was asked for cannot
+            be opened.
+        """
+
+    def closeStdin() -> None:
+        """
+        Close the shim's keep-alive writer on the stdin fifo (C{CloseIO}).
+        """
+
+    def resize(width: int, height: int) -> None:
+        """
+        Set the terminal's window size; nothing without a terminal.
+        """
+
+    def waitDrained(timeout: float) -> Deferred[None]:
+        """
+        Wait for the process's output to reach its client (the exit after
+        output rule), giving up when it stops moving or after C{timeout}
+        seconds in all.
+
+        @return: a Deferred that fires with None, never failing.
+        """
+
+    def close() -> Deferred[None]:
+        """
+        Stop every copy and close every descriptor.
+
+        @return: a Deferred that fires once closed (a logging binary
+            stopped, for one).
         """

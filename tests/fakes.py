@@ -31,9 +31,16 @@ from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
-from shimd.interfaces import IMounter, IPublisher, IShutdown
+from shimd.interfaces import (
+    ICgroup,
+    IMounter,
+    IOOMWatcher,
+    IProcessIO,
+    IPublisher,
+    IShutdown,
+)
 from shimd.protos import cgroups_v1_pb2
-from shimd.runc.stdio import StdioError
+from shimd.runc.stdio.errors import StdioError
 from shimd.shim.reaper import Reaper
 
 
@@ -403,9 +410,10 @@ class FakeShutdown:
         return succeed(None)
 
 
+@implementer(IProcessIO)
 class FakeIO:
     """
-    A process's stdio (L{shimd.runc.stdio.ProcessIO}'s interface) without
+    A process's stdio (L{IProcessIO}) without
     descriptors: records what the container asks of it.
 
     @ivar drained: what L{waitDrained} returns; a test may set an unfired
@@ -471,7 +479,7 @@ class FakeIO:
 
 class FakeIOFactory:
     """
-    Stands in for L{shimd.runc.stdio.createIO}: makes L{FakeIO}s and keeps them.
+    Stands in for L{shimd.runc.stdio.create.createIO}: makes L{FakeIO}s and keeps them.
 
     @ivar ios: every stdio made, in order.
     @ivar failWith: when set, the next stdio fails with this message.
@@ -527,10 +535,10 @@ class FakeMounts:
         self.calls.append(("unmount", target))
 
 
+@implementer(ICgroup)
 class FakeCgroup:
     """
-    A container's cgroup (L{shimd.runc.cgroups.ICgroup}'s interface) with fixed
-    statistics.
+    A container's cgroup with fixed statistics.
     """
 
     typeURL = "io.containerd.cgroups.v1.Metrics"
@@ -549,6 +557,9 @@ class FakeCgroup:
     def exists(self) -> bool:
         return True
 
+    def enableControllers(self) -> None:
+        pass
+
 
 class FakeV2Cgroup(FakeCgroup):
     """
@@ -565,6 +576,7 @@ class FakeV2Cgroup(FakeCgroup):
         self.enabled += 1
 
 
+@implementer(IOOMWatcher)
 class FakeOOMWatcher:
     """
     Records the containers watched for OOM kills, and lets a test report one.

@@ -26,28 +26,17 @@ from twisted.logger import LogLevel, globalLogPublisher
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
 
+from shimd.interfaces import ICgroup, IOOMWatcher
 from shimd.protos import cgroups_v1_pb2, cgroups_v2_pb2
-from shimd.runc.cgroups import (
-    MAX_UINT32,
-    MAX_UINT64,
-    V1_TYPE_URL,
-    V2_TYPE_URL,
-    CgroupError,
-    CgroupNotFound,
-    ICgroup,
-    IOOMWatcher,
-    V1Cgroup,
-    V1OOMWatcher,
-    V2Cgroup,
-    V2OOMWatcher,
-    cgroupMode,
-    hugePageSizes,
-    loadCgroup,
-    newOOMWatcher,
-    parseMountInfo,
-    parseProcCgroup,
-    parseUint,
-)
+from shimd.runc.cgroups.errors import CgroupError, CgroupNotFound
+from shimd.runc.cgroups.files import MAX_UINT32, MAX_UINT64, parseUint
+from shimd.runc.cgroups.load import loadCgroup, parseProcCgroup
+from shimd.runc.cgroups.mode import cgroupMode
+from shimd.runc.cgroups.mountinfo import parseMountInfo
+from shimd.runc.cgroups.oom import V1OOMWatcher, V2OOMWatcher, newOOMWatcher
+from shimd.runc.cgroups.v1 import V1_TYPE_URL, V1Cgroup, hugePageSizes
+from shimd.runc.cgroups.v2 import V2_TYPE_URL, V2Cgroup
+from tests.fakes import FakeCgroup, FakeOOMWatcher, FakeV2Cgroup
 
 
 def words(text: str) -> list[str]:
@@ -1073,6 +1062,35 @@ class V2StatsTests(TestCase):
         files = v2Files()
         del files["memory.events"]
         self.assertFalse(self.cgroup(files).stats().HasField("memory_events"))
+
+
+class InterfaceTests(SynchronousTestCase):
+    """
+    What the task service sees of a cgroup and of an OOM watcher: the real
+    ones and the task tests' fakes provide the same interfaces.
+    """
+
+    def test_v1EnableControllers(self) -> None:
+        """
+        L{V1Cgroup.enableControllers} does nothing: each v1 controller is
+        a hierarchy of its own.
+        """
+        root = os.path.abspath(self.mktemp())
+        writeTree(root, {"memory/c1/memory.limit_in_bytes": "100\n"})
+        cgroup = V1Cgroup({"memory": os.path.join(root, "memory/c1")})
+        cgroup.enableControllers()
+        self.assertEqual(
+            os.listdir(os.path.join(root, "memory/c1")), ["memory.limit_in_bytes"]
+        )
+
+    def test_fakes(self) -> None:
+        """
+        L{FakeCgroup}, L{FakeV2Cgroup} and L{FakeOOMWatcher} provide
+        L{ICgroup} and L{IOOMWatcher}.
+        """
+        self.assertTrue(verifyObject(ICgroup, FakeCgroup()))
+        self.assertTrue(verifyObject(ICgroup, FakeV2Cgroup()))
+        self.assertTrue(verifyObject(IOOMWatcher, FakeOOMWatcher()))
 
 
 class EnableControllersTests(TestCase):

@@ -28,26 +28,20 @@ from twisted.internet.task import Clock, deferLater
 from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
+from zope.interface.verify import verifyObject
 
+from shimd.interfaces import IOutputSink, IProcessIO
 from shimd.runc.client import reactorSpawner
-from shimd.runc.stdio import (
-    CHUNK,
-    CONSOLE_TIMEOUT,
-    DRAIN_IDLE,
-    DRAIN_TICK,
-    BinaryIO,
-    ConsoleIO,
-    NullIO,
-    OutputCopy,
-    PipeIO,
-    ProcessIO,
-    Reader,
-    StdioError,
-    Writer,
-    createIO,
-    openFifoForReading,
-    openFifoForWriting,
-)
+from shimd.runc.stdio.binary import BinaryIO
+from shimd.runc.stdio.console import CONSOLE_TIMEOUT, ConsoleIO
+from shimd.runc.stdio.create import createIO
+from shimd.runc.stdio.drain import DRAIN_IDLE, DRAIN_TICK, OutputCopy
+from shimd.runc.stdio.errors import StdioError
+from shimd.runc.stdio.fifo import openFifoForReading, openFifoForWriting
+from shimd.runc.stdio.pipes import PipeIO
+from shimd.runc.stdio.processio import NullIO, ProcessIO
+from shimd.runc.stdio.streams import CHUNK, FileWriter, Reader, Writer
+from tests.fakes import FakeIO
 
 #: The most a test waits for something the reactor does, in reactor turns of
 #: L{POLL} seconds: a bound against hanging, never a timing assertion.
@@ -481,6 +475,50 @@ class ReaderWriterStepTests(SynchronousTestCase):
         )
 
 
+class OutputSinkTests(SynchronousTestCase):
+    """
+    L{Writer} and L{FileWriter}, the output sinks a copy writes to, provide
+    L{IOutputSink}.
+    """
+
+    def setUp(self) -> None:
+        self.fds = Descriptors()
+        self.addCleanup(self.fds.closeAll)
+
+    def test_writer(self) -> None:
+        """
+        A L{Writer} provides L{IOutputSink}; aborting it closes its
+        descriptor and fires C{finished}.
+        """
+        readEnd, writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        self.fds.track(readEnd)
+        writer = Writer(MemoryReactorClock(), writeEnd)
+        self.assertTrue(verifyObject(IOutputSink, writer))
+        writer.abortConnection()
+        self.assertIsNone(self.successResultOf(writer.finished))
+        self.assertRaises(OSError, os.fstat, writeEnd)
+
+    def test_fileWriter(self) -> None:
+        """
+        A L{FileWriter} provides L{IOutputSink}, counts what it writes, and,
+        shared by two producers, closes the file only when both have
+        finished.
+        """
+        readEnd, writeEnd = os.pipe2(os.O_CLOEXEC)
+        self.fds.track(readEnd)
+        sink = FileWriter(writeEnd)
+        self.assertTrue(verifyObject(IOutputSink, sink))
+        sink.share()
+        sink.write(b"hello")
+        self.assertEqual(sink.moved, 5)
+        self.assertEqual(os.read(readEnd, 10), b"hello")
+        sink.loseConnection()
+        self.assertNoResult(sink.finished)
+        sink.loseConnection()
+        self.assertIsNone(self.successResultOf(sink.finished))
+        self.assertEqual(os.read(readEnd, 10), b"")
+
+
 class ReaderWriterTests(RealStdioTestCase):
     """
     L{Reader} and L{Writer} under the real reactor.
@@ -665,6 +703,17 @@ class CreateIOTests(TestCase):
                 os.readlink(f"/proc/self/fd/{io.runcStdio[fd]}"), "/dev/null"
             )
         self.assertIsNone(io.consoleSocket)
+
+    def test_providesIProcessIO(self) -> None:
+        """
+        Each mode's stdio, and the task tests' fake, provide L{IProcessIO}.
+        """
+        for stdout in ("", "file:///run/none/log", "binary:///bin/logger?k=v"):
+            self.assertTrue(
+                verifyObject(IProcessIO, self.create("", stdout, "", False))
+            )
+        fake = FakeIO("", "", "", False, 0, 0)
+        self.assertTrue(verifyObject(IProcessIO, fake))
 
     def test_pipes(self) -> None:
         """

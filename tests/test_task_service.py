@@ -40,7 +40,8 @@ from shimd.protos import (
     task_pb2,
     task_types_pb2,
 )
-from shimd.runc import cgroups, mount
+from shimd.runc import mount
+from shimd.runc.cgroups.errors import CgroupError, CgroupNotFound
 from shimd.runc.client import RuncRuntime
 from shimd.runc.plugins import (
     RUNTIME_PLUGIN,
@@ -105,7 +106,7 @@ class TaskServiceTestCase(SynchronousTestCase):
     @ivar publisher: records the events.
     @ivar stdio: makes the processes' L{FakeIO}s.
     @ivar mounts: records rootfs mounts.
-    @ivar cgroups: the cgroup L{shimd.runc.cgroups.loadCgroup} gives each pid.
+    @ivar cgroups: the cgroup L{shimd.runc.cgroups.load.loadCgroup} gives each pid.
     """
 
     def setUp(self) -> None:
@@ -164,7 +165,7 @@ class TaskServiceTestCase(SynchronousTestCase):
         try:
             return self.cgroups[pid]
         except KeyError:
-            raise cgroups.CgroupNotFound(f"process {pid} not found") from None
+            raise CgroupNotFound(f"process {pid} not found") from None
 
     @staticmethod
     def which(binary: str) -> str:
@@ -832,7 +833,7 @@ class CreateTests(TaskServiceTestCase):
         When the stdio cannot be connected after runc create, C{Create}
         fails, the stdio is closed and no C{/tasks/create} is published.
         """
-        from shimd.runc.stdio import StdioError
+        from shimd.runc.stdio.errors import StdioError
 
         bundle = self.bundle()
 
@@ -2673,7 +2674,7 @@ class StatsErrorTests(TaskServiceTestCase):
         A cgroup whose files cannot be parsed gives UNKNOWN too.
         """
         cgroup = FakeCgroup()
-        cgroup.statsError = cgroups.CgroupError("parse memory.stat: bad line")
+        cgroup.statsError = CgroupError("parse memory.stat: bad line")
         self.cgroups[100] = cgroup
         self.runContainer(pid=100)
         self.assertCallFails(

@@ -16,6 +16,7 @@ import os
 import sys
 
 from shimd import RUNTIME_NAME
+from shimd.runc.cgroups.mode import cgroupMode
 from shimd.runc.options import DEFAULT_ROOT, globalArguments
 from shimd.shim import spawn
 from shimd.shim.errors import LaunchError
@@ -61,15 +62,6 @@ def readSpec(bundle: str) -> dict[str, object]:
     if not isinstance(spec, dict):
         raise LaunchError(f"read {path}: not a JSON object")
     return spec
-
-
-def cgroupMode() -> str:
-    """
-    C{"v2"} on a unified cgroup hierarchy, C{"v1"} on a legacy or hybrid one.
-    """
-    if os.path.exists("/sys/fs/cgroup/cgroup.controllers"):
-        return "v2"
-    return "v1"
 
 
 def joinCgroup(pid: int, cgroup: str) -> None:

@@ -51,9 +51,9 @@ def runtimeID(context: IPluginContext) -> str:
 
 
 def _oomWatcher(context: IPluginContext) -> Any:
-    from shimd.runc import cgroups
+    from shimd.runc.cgroups import mode, oom
 
-    return cgroups.newOOMWatcher(cgroups.cgroupMode(), context.reactor)
+    return oom.newOOMWatcher(mode.cgroupMode(), context.reactor)
 
 
 def _reaper(context: IPluginContext) -> Reaper:

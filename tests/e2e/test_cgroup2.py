@@ -28,7 +28,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, inlineCallbacks
 from twisted.trial.unittest import SkipTest, TestCase
 
-from shimd.runc import cgroups
+from shimd.runc.cgroups.mode import cgroupMode
 from tests.e2e import host
 from tests.e2e.base import E2EMixin
 from tests.e2e.containerd import parseProcessList, waitUntil
@@ -44,7 +44,7 @@ def unifiedProblem() -> str | None:
     """
     Why this host is no cgroup v2 host, or L{None} when it is one.
     """
-    mode = cgroups.cgroupMode()
+    mode = cgroupMode()
     if mode != "v2":
         return (
             f"needs a unified cgroup v2 host ({host.CGROUP_ROOT} is not a cgroup2"

@@ -23,10 +23,11 @@ from twisted.logger import Logger
 
 from shimd.interfaces import IMounter, IOCIRuntimeFactory, IReaper
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
-from shimd.runc import cgroups
+from shimd.runc.cgroups.errors import CgroupError
 from shimd.runc.client import RuncError, Spawner
 from shimd.runc.mount import MountError
-from shimd.runc.stdio import ProcessIO, StdioError
+from shimd.runc.stdio.errors import StdioError
+from shimd.runc.stdio.processio import ProcessIO
 from shimd.runc.task import errors
 from shimd.runc.task.ordering import ExitOrder
 from shimd.runc.task.process import ExecProcess, InitProcess, Process
@@ -53,9 +54,9 @@ class Environment:
     @ivar mounter: mounts and unmounts the containers' rootfs.
     @ivar spawn: starts the stdio's logging binaries.
     @ivar createIO: makes a process's stdio (as
-        L{shimd.runc.stdio.createIO}).
+        L{shimd.runc.stdio.create.createIO}).
     @ivar loadCgroup: the cgroup of a pid (as
-        L{shimd.runc.cgroups.loadCgroup}).
+        L{shimd.runc.cgroups.load.loadCgroup}).
     @ivar publish: queues an event for containerd.
     @ivar oomWatcher: watches containers' cgroups for OOM kills.
     @ivar onOOM: called with a container id when its cgroup reports an OOM.
@@ -411,8 +412,7 @@ class Container:
         if self.init.state in (State.CREATED, State.CREATED_CHECKPOINT):
             self.init.transition(State.RUNNING)
         if self.cgroup is not None:
-            if getattr(self.cgroup, "enableControllers", None) is not None:
-                self.cgroup.enableControllers()
+            self.cgroup.enableControllers()
             watcher = self.environment.oomWatcher
             if watcher is not None and self.environment.onOOM is not None:
                 try:
@@ -499,8 +499,9 @@ class Container:
         C{Wait} returns and would lose what the copy or the fifo still
         held. (The Go shim reports the exit at once and copies beside it,
         and loses that race now and then.) The wait is given up as soon as
-        the output makes no progress for L{shimd.runc.stdio.DRAIN_IDLE} seconds (nobody
-        reads it: the exit is then reported within about 0.1 s of the
+        the output makes no progress for
+        L{shimd.runc.stdio.drain.DRAIN_IDLE} seconds (nobody reads it: the
+        exit is then reported within about 0.1 s of the
         reaping), and after L{DRAIN_TIMEOUT} seconds in all.
         """
         if process.state is State.DELETED:
@@ -760,7 +761,7 @@ class Container:
             raise errors.notFound("cgroup does not exist")
         try:
             metrics = self.cgroup.stats()
-        except (OSError, cgroups.CgroupError) as e:
+        except (OSError, CgroupError) as e:
             raise errors.unknown(f"failed to read cgroup stats: {e}") from e
         return AnyMessage(
             type_url=self.cgroup.typeURL, value=metrics.SerializeToString()

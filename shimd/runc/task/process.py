@@ -14,7 +14,7 @@ from typing import Any
 from twisted.internet.defer import Deferred, succeed
 
 from shimd.protos import task_types_pb2
-from shimd.runc.stdio import ProcessIO
+from shimd.runc.stdio.processio import ProcessIO
 from shimd.runc.task import errors
 from shimd.runc.task.state import STATUS, ProcessState, State
 from shimd.shim.reaper import Exit

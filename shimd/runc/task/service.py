@@ -328,7 +328,8 @@ class TaskService:
 
 
 def _initialise(context: IPluginContext) -> TaskService:
-    from shimd.runc import cgroups, stdio
+    from shimd.runc.cgroups import load
+    from shimd.runc.stdio import create
 
     reactor = context.reactor
     publisher = IPublisher(context.get(EVENT_PLUGIN, "publisher"))
@@ -339,8 +340,8 @@ def _initialise(context: IPluginContext) -> TaskService:
         runtime=IOCIRuntimeFactory(context.get(RUNTIME_PLUGIN, runtimeID(context))),
         mounter=IMounter(context.get(INTERNAL_PLUGIN, "mount")),
         spawn=reactorSpawner(reactor),
-        createIO=stdio.createIO,
-        loadCgroup=cgroups.loadCgroup,
+        createIO=create.createIO,
+        loadCgroup=load.loadCgroup,
         publish=publisher.publish,
         oomWatcher=context.get(INTERNAL_PLUGIN, "oom"),
     )

@@ -1,0 +1,66 @@
+# -*- test-case-name: tests.test_stdio -*-
+"""
+Opening the client's fifos without waiting for the client, and counting
+the bytes it has yet to read from one.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import stat
+import struct
+import termios
+
+
+def isFifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
+
+
+def openFifoForWriting(path: str) -> tuple[int, int]:
+    """
+    Open a fifo the shim writes to, without waiting for its client: first a
+    reader of the shim's own (kept open so that writes never fail while the
+    client is away), then the writer.
+
+    @return: the writer and the kept reader.
+    """
+    keep = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        os.close(keep)
+        raise
+    return writer, keep
+
+
+def unreadBytes(fd: int) -> int:
+    """
+    How many bytes wait in a pipe or fifo, asked through one of its
+    readers (C{FIONREAD}); 0 when it cannot be asked.
+    """
+    try:
+        answer = fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0")
+    except OSError:
+        return 0
+    count: int = struct.unpack("i", answer)[0]
+    return count
+
+
+def openFifoForReading(path: str) -> tuple[int, int]:
+    """
+    Open the stdin fifo: the reader the copy uses, then the shim's
+    keep-alive writer, which C{CloseIO} closes.
+
+    @return: the reader and the keep-alive writer.
+    """
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        keepAlive = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        os.close(reader)
+        raise
+    return reader, keepAlive

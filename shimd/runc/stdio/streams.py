@@ -1,0 +1,207 @@
+# -*- test-case-name: tests.test_stdio -*-
+"""
+The two ends of a copy: L{Reader}, a streaming producer reading a
+non-blocking descriptor, and the output sinks it writes to
+(L{shimd.interfaces.IOutputSink}): L{Writer} for a pipe or fifo, in the
+reactor, and L{FileWriter} for a regular file.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+from typing import Any
+
+from twisted.internet import abstract, fdesc, main
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from shimd.interfaces import IOutputSink
+
+CHUNK = 64 * 1024
+APPEND_CREATE = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+log = Logger()
+
+
+class Reader(abstract.FileDescriptor):
+    """
+    Reads a non-blocking descriptor into a consumer, as a streaming producer:
+    it stops reading while the consumer's buffer is full.
+
+    At end of input (or C{EIO}, which a pty master gives once the terminal's
+    last holder is gone) it closes its descriptor and asks the consumer to
+    finish, after writing what it holds.
+
+    @ivar moved: how many bytes it has read.
+    """
+
+    def __init__(self, reactor: Any, fd: int, consumer: Any) -> None:
+        super().__init__(reactor)
+        fdesc.setNonBlocking(fd)
+        self._clock = reactor
+        self._fd = fd
+        self.consumer = consumer
+        self.connected = True
+        self.moved = 0
+        consumer.registerProducer(self, True)
+        self.startReading()
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def loseConnection(self) -> None:
+        """
+        Stop reading and finish on the next turn: a read-only descriptor
+        never becomes writable, so the base class's flush-then-close would
+        wait forever.
+        """
+        if self.connected and not self.disconnecting:
+            self.disconnecting = True
+            self.stopReading()
+            self._clock.callLater(0, self.connectionLost, Failure(main.CONNECTION_DONE))
+
+    def doRead(self) -> object:
+        try:
+            data = os.read(self._fd, CHUNK)
+        except BlockingIOError:
+            return None
+        except OSError as e:
+            if e.errno == errno.EINTR:
+                return None
+            if e.errno == errno.EIO:
+                return main.CONNECTION_DONE
+            return main.CONNECTION_LOST
+        if not data:
+            return main.CONNECTION_DONE
+        self.moved += len(data)
+        self.consumer.write(data)
+        return None
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._fd < 0:
+            return
+        super().connectionLost(reason)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        consumer, self.consumer = self.consumer, None
+        if consumer is not None:
+            consumer.unregisterProducer()
+            consumer.loseConnection()
+
+
+@implementer(IOutputSink)
+class Writer(abstract.FileDescriptor):
+    """
+    Writes to a non-blocking descriptor, buffering at most about
+    C{bufferSize} bytes before it pauses its producer.
+
+    @ivar finished: fires once everything written has been flushed and the
+        descriptor closed (or when it is lost).
+    @ivar moved: how many bytes it has written to its descriptor.
+    """
+
+    def __init__(self, reactor: Any, fd: int) -> None:
+        super().__init__(reactor)
+        fdesc.setNonBlocking(fd)
+        self._fd = fd
+        self.connected = True
+        self.finished: Deferred[None] = Deferred()
+        self.moved = 0
+
+    def fileno(self) -> int:
+        return self._fd
+
+    def writeSomeData(self, data: bytes) -> int | BaseException:
+        written = fdesc.writeToFD(self._fd, data)
+        if isinstance(written, int) and written > 0:
+            self.moved += written
+        return written
+
+    def doRead(self) -> object:
+        return None
+
+    def abortConnection(self) -> None:
+        """
+        Close now, dropping whatever is still buffered.
+        """
+        if self._fd >= 0:
+            self.stopWriting()
+            self.connectionLost(Failure(main.CONNECTION_LOST))
+
+    def connectionLost(self, reason: Failure) -> None:
+        if self._fd < 0:
+            return
+        super().connectionLost(reason)
+        fd, self._fd = self._fd, -1
+        os.close(fd)
+        if not self.finished.called:
+            self.finished.callback(None)
+
+
+@implementer(IOutputSink)
+class FileWriter:
+    """
+    Appends to a regular file (which epoll cannot watch) with plain writes:
+    local file writes do not wait on anyone.
+
+    Several producers may share one, as stdout and stderr share a C{file://}
+    target; the file is closed when the last of them has finished.
+
+    @ivar moved: how many bytes it has written to the file.
+    """
+
+    def __init__(self, fd: int, users: int = 1) -> None:
+        self._fd = fd
+        self._users = users
+        self.finished: Deferred[None] = Deferred()
+        self.moved = 0
+
+    def share(self) -> None:
+        """
+        Count one more producer that must finish before the file is closed.
+        """
+        self._users += 1
+
+    def registerProducer(self, producer: Any, streaming: bool) -> None:
+        pass
+
+    def unregisterProducer(self) -> None:
+        pass
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view and self._fd >= 0:
+            try:
+                written = os.write(self._fd, view)
+                view = view[written:]
+                self.moved += written
+            except InterruptedError:
+                continue
+            except OSError as e:
+                log.error("write to stdio file failed: {error}", error=e)
+                return
+
+    def loseConnection(self) -> None:
+        self._users -= 1
+        if self._users <= 0:
+            self.abortConnection()
+
+    def abortConnection(self) -> None:
+        fd, self._fd = self._fd, -1
+        if fd >= 0:
+            os.close(fd)
+        if not self.finished.called:
+            self.finished.callback(None)
+
+
+def closeQuietly(fd: int) -> None:
+    """
+    Close a descriptor that may already be gone.
+    """
+    try:
+        os.close(fd)
+    except OSError:
+        pass
