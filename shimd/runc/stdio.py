@@ -59,6 +59,11 @@ CONSOLE_TIMEOUT = 30.0
 DRAIN_IDLE = 0.08
 #: How often a wait for the output looks at its progress.
 DRAIN_TICK = 0.01
+#: How long a client that was taking output from a fifo may stall, while
+#: the fifo still holds some, before the shim stops waiting for it: longer
+#: than L{DRAIN_IDLE}, for a client that the machine's load keeps from
+#: running, and shorter than a human's next command after a client died.
+CLIENT_STALL = 0.3
 LOGGER_READY_TIMEOUT = 30.0
 LOGGER_STOP_TIMEOUT = 12.0
 
@@ -146,15 +151,18 @@ class Writer(abstract.FileDescriptor):
     @ivar finished: fires once everything written has been flushed and the
         descriptor closed (or when it is lost).
     @ivar moved: how many bytes it has written to its descriptor.
+    @ivar movedAt: when it last wrote some, by its reactor's clock.
     """
 
     def __init__(self, reactor: Any, fd: int) -> None:
         super().__init__(reactor)
         fdesc.setNonBlocking(fd)
+        self._clock = reactor
         self._fd = fd
         self.connected = True
         self.finished: Deferred[None] = Deferred()
         self.moved = 0
+        self.movedAt = float("-inf")
 
     def fileno(self) -> int:
         return self._fd
@@ -163,6 +171,7 @@ class Writer(abstract.FileDescriptor):
         written = fdesc.writeToFD(self._fd, data)
         if isinstance(written, int) and written > 0:
             self.moved += written
+            self.movedAt = self._clock.seconds()
         return written
 
     def doRead(self) -> object:
@@ -313,6 +322,14 @@ class OutputCopy:
         """
         return (self.reader.moved, getattr(self.consumer, "moved", 0), self.unread())
 
+    def writtenAt(self) -> float:
+        """
+        When the copy last wrote where the client reads, by the reactor's
+        clock; minus infinity if never, or if it cannot tell.
+        """
+        movedAt: float = getattr(self.consumer, "movedAt", float("-inf"))
+        return movedAt
+
 
 class _DrainWait:
     """
@@ -323,6 +340,13 @@ class _DrainWait:
     than read off the clock: a shim that the machine's load keeps from
     running for a while has not seen its copies stall, and each look comes
     after a turn of the reactor in which they could move.
+
+    A client may stall too, for the same reason, while its fifo still
+    holds output: if it took output (the copy wrote to its fifo, or the
+    fifo emptied some) less than L{CLIENT_STALL} seconds ago, the wait
+    goes on until then. A fifo that nobody reads fills and stops moving
+    at once, so a task whose client died is still reported stopped within
+    C{idle} seconds of its exit.
 
     @ivar done: fires with L{None} when the wait is over.
     """
@@ -342,6 +366,7 @@ class _DrainWait:
         self._stillLooks = 0
         self._deadline = clock.seconds() + timeout
         self._progress = self._measure()
+        self._clientTookAt = max(copy.writtenAt() for copy in copies)
         self._call: Any = None
         self.done: Deferred[None] = Deferred()
         for copy in copies:
@@ -361,9 +386,26 @@ class _DrainWait:
         if progress == self._progress:
             self._stillLooks += 1
         else:
+            if any(
+                wasUnread + (written - wasWritten) > unread
+                for (_, written, unread), (_, wasWritten, wasUnread) in zip(
+                    progress, self._progress, strict=True
+                )
+            ):
+                self._clientTookAt = self._clock.seconds()
             self._progress = progress
             self._stillLooks = 0
         self._check()
+
+    def _clientStalled(self) -> bool:
+        """
+        Whether a client that was taking output may only be stalled: its
+        fifo still holds some, and it took some less than L{CLIENT_STALL}
+        seconds ago.
+        """
+        return self._clock.seconds() - self._clientTookAt < CLIENT_STALL and any(
+            unread for _, _, unread in self._progress
+        )
 
     def _check(self) -> None:
         if self.done.called:
@@ -374,7 +416,7 @@ class _DrainWait:
         if (
             self._io.closed
             or all(copy.delivered() for copy in self._copies)
-            or self._stillLooks >= self._idleLooks
+            or (self._stillLooks >= self._idleLooks and not self._clientStalled())
             or self._clock.seconds() >= self._deadline
         ):
             self.done.callback(None)
