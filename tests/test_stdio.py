@@ -35,7 +35,7 @@ from shimd.runc.client import reactorSpawner
 from shimd.runc.stdio.binary import BinaryIO
 from shimd.runc.stdio.console import CONSOLE_TIMEOUT, ConsoleIO
 from shimd.runc.stdio.create import createIO
-from shimd.runc.stdio.drain import DRAIN_IDLE, DRAIN_TICK, OutputCopy
+from shimd.runc.stdio.drain import CLIENT_STALL, DRAIN_IDLE, DRAIN_TICK, OutputCopy
 from shimd.runc.stdio.errors import StdioError
 from shimd.runc.stdio.fifo import openFifoForReading, openFifoForWriting
 from shimd.runc.stdio.pipes import PipeIO
@@ -352,6 +352,22 @@ class ReaderWriterStepTests(SynchronousTestCase):
     def pipe(self) -> tuple[int, int]:
         readEnd, writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         return self.fds.track(readEnd), self.fds.track(writeEnd)
+
+    def test_writerMovedAt(self) -> None:
+        """
+        A L{Writer} counts what it writes and remembers when, by its
+        reactor's clock, for L{ProcessIO.waitDrained} to tell a client that
+        was just reading.
+        """
+        sinkRead, sinkWrite = self.pipe()
+        writer = Writer(self.reactor, self.fds.release(sinkWrite))
+        self.assertEqual((writer.moved, writer.movedAt), (0, float("-inf")))
+        self.reactor.advance(5)
+        writer.write(b"data")
+        drive(self.reactor, writer, "doWrite")
+        self.assertEqual((writer.moved, writer.movedAt), (4, 5))
+        self.assertEqual(os.read(sinkRead, 10), b"data")
+        writer.abortConnection()
 
     def test_backPressure(self) -> None:
         """
@@ -1067,6 +1083,7 @@ class FakeConsumer:
 
     def __init__(self) -> None:
         self.moved = 0
+        self.movedAt = float("-inf")
         self.finished: Deferred[None] = Deferred()
 
 
@@ -1180,6 +1197,84 @@ class WaitDrainedTests(SynchronousTestCase):
         [fired] = firedAt
         self.assertGreaterEqual(fired - stopped, DRAIN_IDLE - DRAIN_TICK / 2)
         self.assertLess(fired - stopped, DRAIN_IDLE + 1.5 * DRAIN_TICK)
+
+    def firedAt(self, drained: Deferred[None], limit: float) -> float:
+        """
+        Look every L{DRAIN_TICK} until C{drained} fires, at most until
+        C{limit}.
+
+        @return: when it fired, by the clock.
+        """
+        fired: list[float] = []
+        drained.addCallback(lambda _: fired.append(self.clock.seconds()))
+        while not fired and self.clock.seconds() < limit:
+            self.clock.advance(DRAIN_TICK)
+        [at] = fired
+        return at
+
+    def test_stalledClient(self) -> None:
+        """
+        A client that took output from its fifo and then stalls while the
+        fifo still holds some (a reader the machine's load keeps from
+        running) holds the wait for L{CLIENT_STALL} seconds after it last
+        took some, longer than L{DRAIN_IDLE}.
+        """
+        _, consumer, shimEnd = self.addCopy(fifo=True)
+        os.write(shimEnd, b"x" * 1000)
+        consumer.moved = 1000
+        consumer.finished.callback(None)
+        readEnd = self.io._copies[0].fifoReader
+        assert readEnd is not None
+        drained = self.io.waitDrained(2.0)
+        self.clock.advance(DRAIN_TICK)
+        os.read(readEnd, 100)
+        self.clock.advance(DRAIN_TICK)
+        tookAt = self.clock.seconds()
+        fired = self.firedAt(drained, 2.0)
+        self.assertGreaterEqual(fired - tookAt, CLIENT_STALL - DRAIN_TICK / 2)
+        self.assertLess(fired - tookAt, CLIENT_STALL + 1.5 * DRAIN_TICK)
+
+    def test_writtenJustBefore(self) -> None:
+        """
+        A copy that wrote to its fifo just before the wait began counts as a
+        client taking output: the wait holds for L{CLIENT_STALL} seconds
+        after that write while the fifo is not empty.
+        """
+        _, consumer, shimEnd = self.addCopy(fifo=True)
+        os.write(shimEnd, b"the tail")
+        self.clock.advance(1.0)
+        consumer.movedAt = self.clock.seconds()
+        drained = self.io.waitDrained(2.0)
+        fired = self.firedAt(drained, 3.0)
+        self.assertGreaterEqual(fired - 1.0, CLIENT_STALL - DRAIN_TICK / 2)
+        self.assertLess(fired - 1.0, CLIENT_STALL + 1.5 * DRAIN_TICK)
+
+    def test_deadClient(self) -> None:
+        """
+        A fifo whose client died long before the exit filled and stopped
+        moving then: the wait gives up L{DRAIN_IDLE} seconds after it
+        began, as when nothing was ever written.
+        """
+        _, consumer, shimEnd = self.addCopy(fifo=True)
+        os.write(shimEnd, b"never read")
+        consumer.movedAt = self.clock.seconds()
+        self.clock.advance(0.5)
+        drained = self.io.waitDrained(2.0)
+        fired = self.firedAt(drained, 3.0)
+        self.assertLess(fired - 0.5, DRAIN_IDLE + 1.5 * DRAIN_TICK)
+
+    def test_emptyFifoStalls(self) -> None:
+        """
+        With its fifo read empty, a copy that makes no progress (a
+        background child holds the output open) is given up L{DRAIN_IDLE}
+        seconds after it last moved, however recently the client read.
+        """
+        _, consumer, _ = self.addCopy(fifo=True)
+        consumer.moved = 10
+        consumer.movedAt = self.clock.seconds()
+        drained = self.io.waitDrained(2.0)
+        fired = self.firedAt(drained, 2.0)
+        self.assertLess(fired, DRAIN_IDLE + 1.5 * DRAIN_TICK)
 
     def test_starvedShim(self) -> None:
         """

@@ -22,6 +22,11 @@ from shimd.runc.stdio.streams import Reader
 DRAIN_IDLE = 0.08
 #: How often a wait for the output looks at its progress.
 DRAIN_TICK = 0.01
+#: How long a client that was taking output from a fifo may stall, while
+#: the fifo still holds some, before the shim stops waiting for it: longer
+#: than L{DRAIN_IDLE}, for a client that the machine's load keeps from
+#: running, and shorter than a human's next command after a client died.
+CLIENT_STALL = 0.3
 
 
 @attr.s(auto_attribs=True)
@@ -63,6 +68,14 @@ class OutputCopy:
         """
         return (self.reader.moved, self.consumer.moved, self.unread())
 
+    def writtenAt(self) -> float:
+        """
+        When the copy last wrote where the client reads, by the reactor's
+        clock; minus infinity if never.
+        """
+        movedAt: float = self.consumer.movedAt
+        return movedAt
+
 
 class DrainWait:
     """
@@ -73,6 +86,13 @@ class DrainWait:
     than read off the clock: a shim that the machine's load keeps from
     running for a while has not seen its copies stall, and each look comes
     after a turn of the reactor in which they could move.
+
+    A client may stall too, for the same reason, while its fifo still
+    holds output: if it took output (the copy wrote to its fifo, or the
+    fifo emptied some) less than L{CLIENT_STALL} seconds ago, the wait
+    goes on until then. A fifo that nobody reads fills and stops moving
+    at once, so a task whose client died is still reported stopped within
+    C{idle} seconds of its exit.
 
     @ivar done: fires with L{None} when the wait is over.
     """
@@ -98,6 +118,7 @@ class DrainWait:
         self._stillLooks = 0
         self._deadline = clock.seconds() + timeout
         self._progress = self._measure()
+        self._clientTookAt = max(copy.writtenAt() for copy in copies)
         self._call: Any = None
         self.done: Deferred[None] = Deferred()
         for copy in copies:
@@ -117,9 +138,26 @@ class DrainWait:
         if progress == self._progress:
             self._stillLooks += 1
         else:
+            if any(
+                wasUnread + (written - wasWritten) > unread
+                for (_, written, unread), (_, wasWritten, wasUnread) in zip(
+                    progress, self._progress, strict=True
+                )
+            ):
+                self._clientTookAt = self._clock.seconds()
             self._progress = progress
             self._stillLooks = 0
         self._check()
+
+    def _clientStalled(self) -> bool:
+        """
+        Whether a client that was taking output may only be stalled: its
+        fifo still holds some, and it took some less than L{CLIENT_STALL}
+        seconds ago.
+        """
+        return self._clock.seconds() - self._clientTookAt < CLIENT_STALL and any(
+            unread for _, _, unread in self._progress
+        )
 
     def _check(self) -> None:
         if self.done.called:
@@ -130,7 +168,7 @@ class DrainWait:
         if (
             self._closed()
             or all(copy.delivered() for copy in self._copies)
-            or self._stillLooks >= self._idleLooks
+            or (self._stillLooks >= self._idleLooks and not self._clientStalled())
             or self._clock.seconds() >= self._deadline
         ):
             self.done.callback(None)
