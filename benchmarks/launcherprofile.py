@@ -7,7 +7,7 @@ the two processes containerd waits for, the binary's C{start} and
 C{delete}, which run a fresh Python each:
 
   - the start-up ladder: a bare interpreter, then with C{site}, then with
-    what the console script imports (C{re}), then with C{shimd.shim.launcher},
+    what the console script imports (C{re}), then with C{shimd.runc.shim},
     then the whole binary (C{-v}), next to the Go shim's C{-v}; each step's
     median over interleaved runs;
   - C{-X importtime}: the launcher's imports, module by module;
@@ -52,7 +52,7 @@ sys.exit(code)
 START_STEPS = (
     ("shim/launcher.py", "main", "main(), all of the action"),
     ("shim/bootstrap.py", "parseStartInput", "parse stdin and flags"),
-    ("runc/manager.py", "readSpec", "read config.json"),
+    ("runc/manager.py", "group", "read config.json, group"),
     ("shim/address.py", "socketAddress", "socket address (sha256)"),
     ("shim/address.py", "listen", "bind and listen"),
     ("shim/address.py", "writeAddress", "write address"),
@@ -61,7 +61,7 @@ START_STEPS = (
     ("shim/forkserver.py", "requestDaemon", "  fork server request"),
     ("shim/spawn.py", "spawnDaemon", "  spawn a daemon (no fork server)"),
     ("shim/launcher.py", "adjustOOMScore", "OOM score"),
-    ("runc/manager.py", "joinCgroup", "join the shim cgroup"),
+    ("runc/manager.py", "configure", "join the shim cgroup"),
 )
 DELETE_STEPS = (
     ("shim/launcher.py", "main", "main(), all of the action"),
@@ -73,6 +73,7 @@ DELETE_STEPS = (
 IMPORTED = (
     "site",
     "re",
+    "shimd.runc.shim",
     "shimd.shim.launcher",
     "socket",
     "hashlib",
@@ -120,12 +121,12 @@ def ladder(rounds: int) -> list[tuple[str, float]]:
         ("Python with site (-c pass)", [python, "-c", "pass"]),
         ("+ import re (the console script's)", [python, "-c", "import re"]),
         (
-            "+ import shimd.shim.launcher",
-            [python, "-c", "import re, shimd.shim.launcher"],
+            "+ import shimd.runc.shim",
+            [python, "-c", "import re, shimd.runc.shim"],
         ),
         (
             "+ import ctypes; CDLL(None) (delete)",
-            [python, "-c", "import re, shimd.shim.launcher, ctypes; ctypes.CDLL(None)"],
+            [python, "-c", "import re, shimd.runc.shim, ctypes; ctypes.CDLL(None)"],
         ),
         ("shimd binary -v", [SHIMD_SHIM.binary, "-v"]),
         ("Go shim -v", [GO_SHIM.binary, "-v"]),
@@ -155,7 +156,7 @@ def importTimes(rounds: int) -> list[tuple[str, float, float]]:
     }
     for _ in range(rounds):
         result = subprocess.run(
-            [python, "-X", "importtime", "-c", "import re, shimd.shim.launcher"],
+            [python, "-X", "importtime", "-c", "import re, shimd.runc.shim"],
             env=environment(),
             capture_output=True,
             text=True,
@@ -254,7 +255,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"start-up ladder (median ms of {options.rounds} interleaved runs):")
     for label, value in ladder(options.rounds):
         print(f"  {label:44} {value:7.1f}")
-    print("\nimports of re and shimd.shim.launcher (-X importtime, median ms):")
+    print("\nimports of re and shimd.runc.shim (-X importtime, median ms):")
     print(f"  {'module':24} {'self':>7} {'cumulative':>11}")
     for name, own, cumulative in importTimes(options.rounds):
         print(f"  {name:24} {own:7.2f} {cumulative:11.2f}")

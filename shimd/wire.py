@@ -13,6 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+#: A decoded message: each field's values, in order, by field number.
+Message = dict[int, list[int | bytes]]
+
 VARINT = 0
 FIXED64 = 1
 LENGTH_DELIMITED = 2
@@ -124,17 +127,17 @@ def fields(data: bytes) -> Iterator[tuple[int, int, int | bytes]]:
         yield number, wireType, value
 
 
-def decode(data: bytes) -> dict[int, list[int | bytes]]:
+def decode(data: bytes) -> Message:
     """
     Decode a message into its values by field number, repeated ones in order.
     """
-    result: dict[int, list[int | bytes]] = {}
+    result: Message = {}
     for number, _, value in fields(data):
         result.setdefault(number, []).append(value)
     return result
 
 
-def lastString(message: dict[int, list[int | bytes]], number: int) -> str:
+def lastString(message: Message, number: int) -> str:
     """
     The last value of a string field, as proto3 reads it, or C{""}.
     """
@@ -142,12 +145,12 @@ def lastString(message: dict[int, list[int | bytes]], number: int) -> str:
     return values[-1].decode("utf-8", "replace") if values else ""
 
 
-def lastBytes(message: dict[int, list[int | bytes]], number: int) -> bytes:
+def lastBytes(message: Message, number: int) -> bytes:
     values = [v for v in message.get(number, []) if isinstance(v, bytes)]
     return values[-1] if values else b""
 
 
-def lastInt(message: dict[int, list[int | bytes]], number: int) -> int:
+def lastInt(message: Message, number: int) -> int:
     values = [v for v in message.get(number, []) if isinstance(v, int)]
     return values[-1] if values else 0
 

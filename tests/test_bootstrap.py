@@ -224,7 +224,7 @@ class InfoCommandTests(SynchronousTestCase):
 
     def runInfo(self, stdin: bytes) -> subprocess.CompletedProcess[bytes]:
         return subprocess.run(
-            [sys.executable, "-m", "shimd.shim.launcher", "-info"],
+            [sys.executable, "-m", "shimd.runc.shim", "-info"],
             input=stdin,
             capture_output=True,
             check=False,

@@ -308,7 +308,7 @@ class LaunchedDaemonTests(DaemonTestCase):
             [
                 sys.executable,
                 "-m",
-                "shimd.shim.launcher",
+                "shimd.runc.shim",
                 "-namespace",
                 NAMESPACE,
                 "-address",
@@ -384,7 +384,7 @@ class LaunchedDaemonTests(DaemonTestCase):
             os.close(listening)
             os.close(writeEnd)
 
-        command = [sys.executable, "-m", "shimd.shim.launcher", "-namespace", NAMESPACE]
+        command = [sys.executable, "-m", "shimd.runc.shim", "-namespace", NAMESPACE]
         daemon = subprocess.Popen(
             [*command, "-id", ID, "-address", self.containerd],
             cwd=self.bundle,

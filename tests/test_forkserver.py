@@ -19,6 +19,7 @@ from twisted.python.filepath import FilePath
 from twisted.trial.unittest import SkipTest, SynchronousTestCase
 
 from shimd.protos import task_pb2, ttrpc_pb2
+from shimd.runc import manager
 from shimd.shim import errors, forkserver, launcher, spawn
 from shimd.shim.address import canConnect, listen, socketAddress
 from shimd.shim.flags import daemonArguments, parseFlags
@@ -423,7 +424,7 @@ class ServerTests(SynchronousTestCase):
         flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c2", "start"]
         )
-        address = launcher.start(flags, b"", bundle, socketDir=self.directory)
+        address = launcher.start(manager, flags, b"", bundle, socketDir=self.directory)
         path = address.removeprefix("unix://")
         reply = _call(
             path, "Connect", task_pb2.ConnectRequest(id="c2"), task_pb2.ConnectResponse
@@ -487,7 +488,7 @@ class ServerTests(SynchronousTestCase):
         flags = parseFlags(
             ["-namespace", "fsns", "-address", "/c.sock", "-id", "c3", "start"]
         )
-        address = launcher.start(flags, b"", bundle, socketDir=self.directory)
+        address = launcher.start(manager, flags, b"", bundle, socketDir=self.directory)
         path = address.removeprefix("unix://")
         reply = _call(
             path, "Connect", task_pb2.ConnectRequest(id="c3"), task_pb2.ConnectResponse
@@ -512,6 +513,7 @@ class ServerTests(SynchronousTestCase):
         error = self.assertRaises(
             errors.LaunchError,
             launcher.start,
+            manager,
             flags,
             b"",
             bundle,
@@ -612,7 +614,7 @@ class FallbackTests(SynchronousTestCase):
             ["-namespace", "fbns", "-address", "/c.sock", "-id", id, "start"]
         )
         chdir(self, bundle)
-        address = launcher.start(flags, b"", bundle, socketDir=self.directory)
+        address = launcher.start(manager, flags, b"", bundle, socketDir=self.directory)
         path = address.removeprefix("unix://")
         reply = _call(
             path, "Connect", task_pb2.ConnectRequest(id=id), task_pb2.ConnectResponse
@@ -721,6 +723,7 @@ class FallbackTests(SynchronousTestCase):
         error = self.assertRaises(
             errors.LaunchError,
             launcher.start,
+            manager,
             flags,
             b"",
             bundle,
@@ -756,7 +759,9 @@ class FallbackTests(SynchronousTestCase):
         """
         self.patch(os, "environ", dict(os.environ, SHIMD_FORKSERVER="0"))
         self.patch(
-            launcher, "daemonCommand", lambda arguments: [sys.executable, "-c", ""]
+            launcher,
+            "daemonCommand",
+            lambda manager, arguments: [sys.executable, "-c", ""],
         )
         bundle = tempfile.mkdtemp(prefix="b-", dir=self.directory)
         FilePath(bundle).child("config.json").setContent(b"{}")
@@ -767,6 +772,7 @@ class FallbackTests(SynchronousTestCase):
         error = self.assertRaises(
             errors.LaunchError,
             launcher.start,
+            manager,
             flags,
             b"",
             bundle,

@@ -838,7 +838,7 @@ class DaemonCommandTests(SynchronousTestCase):
         script.setContent(b"#!/bin/sh\n")
         self.patch(sys, "argv", [script.path, "start"])
         self.assertEqual(
-            launcher.daemonCommand(self.flags()),
+            launcher.daemonCommand(manager, self.flags()),
             [
                 sys.executable,
                 script.path,
@@ -853,16 +853,16 @@ class DaemonCommandTests(SynchronousTestCase):
 
     def test_module(self) -> None:
         """
-        Run as a module file, the daemon is C{python -m shimd.shim.launcher}, with
+        Run as a module file, the daemon is C{python -m} the manager's program, with
         C{-debug} when asked.
         """
-        self.patch(sys, "argv", ["/src/shimd/shim/launcher.py"])
+        self.patch(sys, "argv", ["/src/shimd/runc/shim.py"])
         self.assertEqual(
-            launcher.daemonCommand(self.flags("-debug")),
+            launcher.daemonCommand(manager, self.flags("-debug")),
             [
                 sys.executable,
                 "-m",
-                "shimd.shim.launcher",
+                "shimd.runc.shim",
                 "-namespace",
                 "ns",
                 "-id",
@@ -942,7 +942,7 @@ class DeleteTests(SynchronousTestCase):
 
     def delete(self) -> task_pb2.DeleteResponse:
         before = time.time_ns()
-        encoded = launcher.delete(self.flags, self.bundle)
+        encoded = launcher.delete(manager, self.flags, self.bundle)
         after = time.time_ns()
         response = task_pb2.DeleteResponse.FromString(encoded)
         self.assertTrue(response.HasField("exited_at"))
@@ -953,7 +953,9 @@ class DeleteTests(SynchronousTestCase):
         """
         A missing C{runtime} file is fatal, in the Go shim's words.
         """
-        error = self.assertRaises(LaunchError, launcher.delete, self.flags, self.bundle)
+        error = self.assertRaises(
+            LaunchError, launcher.delete, manager, self.flags, self.bundle
+        )
         self.assertIn("runtime: no such file or directory", str(error))
         self.assertEqual(
             str(error),
@@ -979,7 +981,7 @@ class DeleteTests(SynchronousTestCase):
         observed from the Go shim.
         """
         writeFile(os.path.join(self.bundle, "runtime"), "")
-        encoded = launcher.delete(self.flags, self.bundle)
+        encoded = launcher.delete(manager, self.flags, self.bundle)
         self.assertTrue(encoded.startswith(bytes.fromhex("08ffffffff0f")))
         response = task_pb2.DeleteResponse.FromString(encoded)
         self.assertEqual(response.pid, 2**32 - 1)
@@ -994,7 +996,7 @@ class DeleteTests(SynchronousTestCase):
         os.mkdir(other)
         writeFile(os.path.join(self.bundle, "runtime"), "")
         writeFile(os.path.join(self.bundle, "init.pid"), "77")
-        encoded = launcher.delete(self.flags, other)
+        encoded = launcher.delete(manager, self.flags, other)
         self.assertEqual(task_pb2.DeleteResponse.FromString(encoded).pid, 77)
 
     def test_runc(self) -> None:
@@ -1084,7 +1086,7 @@ class MainTests(SynchronousTestCase):
         """
         C{-v} prints the version and exits 0, without a namespace.
         """
-        self.assertEqual(launcher.main(["-v"]), 0)
+        self.assertEqual(launcher.main(manager, ["-v"]), 0)
         self.assertEqual(self.output(), launcher.version(sys.argv[0]).encode())
         self.assertEqual(self.stderr.getvalue(), "")
 
@@ -1092,7 +1094,7 @@ class MainTests(SynchronousTestCase):
         """
         Without a namespace it exits 1, saying so on stderr.
         """
-        self.assertEqual(launcher.main(["-id", "c1", "start"]), 1)
+        self.assertEqual(launcher.main(manager, ["-id", "c1", "start"]), 1)
         self.assertEqual(
             self.stderr.getvalue(), f"{RUNTIME_NAME}: shim namespace cannot be empty\n"
         )
@@ -1102,7 +1104,7 @@ class MainTests(SynchronousTestCase):
         """
         An unknown action exits 1, naming it.
         """
-        self.assertEqual(launcher.main(["-namespace", "ns", "bogus"]), 1)
+        self.assertEqual(launcher.main(manager, ["-namespace", "ns", "bogus"]), 1)
         self.assertIn("bogus", self.stderr.getvalue())
         self.assertTrue(self.stderr.getvalue().startswith(f"{RUNTIME_NAME}: "))
         self.assertEqual(self.output(), b"")
@@ -1111,7 +1113,7 @@ class MainTests(SynchronousTestCase):
         """
         A flag without its value exits 2, as Go's flag package does.
         """
-        self.assertEqual(launcher.main(["-namespace"]), 2)
+        self.assertEqual(launcher.main(manager, ["-namespace"]), 2)
         self.assertIn("flag needs an argument: -namespace", self.stderr.getvalue())
 
     def test_unknownFlag(self) -> None:
@@ -1119,7 +1121,7 @@ class MainTests(SynchronousTestCase):
         An unknown flag exits 2 with Go's message and the usage on stderr,
         nothing on stdout.
         """
-        self.assertEqual(launcher.main(["-namespace", "n", "-x", "start"]), 2)
+        self.assertEqual(launcher.main(manager, ["-namespace", "n", "-x", "start"]), 2)
         self.assertEqual(
             self.stderr.getvalue(),
             "flag provided but not defined: -x\n" + usage(sys.argv[0]),
@@ -1134,7 +1136,7 @@ class MainTests(SynchronousTestCase):
         for argv in (["-h"], ["--help"]):
             self.stderr.seek(0)
             self.stderr.truncate()
-            self.assertEqual(launcher.main(argv), 0)
+            self.assertEqual(launcher.main(manager, argv), 0)
             self.assertEqual(self.stderr.getvalue(), usage(sys.argv[0]))
         self.assertEqual(self.output(), b"")
 
@@ -1157,7 +1159,7 @@ class MainTests(SynchronousTestCase):
             self.stderr.seek(0)
             self.stderr.truncate()
             self.assertEqual(
-                launcher.main(["-namespace", "../x", "-id", "c1", action]), 1
+                launcher.main(manager, ["-namespace", "../x", "-id", "c1", action]), 1
             )
             self.assertEqual(
                 self.stderr.getvalue(),
@@ -1170,7 +1172,9 @@ class MainTests(SynchronousTestCase):
         """
         An id that is not a containerd identifier exits 1 too.
         """
-        self.assertEqual(launcher.main(["-namespace", "n", "-id", "a/b", "start"]), 1)
+        self.assertEqual(
+            launcher.main(manager, ["-namespace", "n", "-id", "a/b", "start"]), 1
+        )
         self.assertIn('id validation: identifier "a/b" must', self.stderr.getvalue())
 
     def chdir(self, path: str) -> None:
@@ -1190,7 +1194,9 @@ class MainTests(SynchronousTestCase):
         )
         writeFile(os.path.join(bundle, "init.pid"), "4321")
         self.chdir(bundle)
-        self.assertEqual(launcher.main(["-namespace", "ns", "-id", "c1", "delete"]), 0)
+        self.assertEqual(
+            launcher.main(manager, ["-namespace", "ns", "-id", "c1", "delete"]), 0
+        )
         response = task_pb2.DeleteResponse.FromString(self.output())
         self.assertEqual((response.pid, response.exit_status), (4321, 137))
 
@@ -1201,7 +1207,9 @@ class MainTests(SynchronousTestCase):
         """
         bundle = makeBundle(self, "c1")
         self.chdir(bundle)
-        self.assertEqual(launcher.main(["-namespace", "ns", "-id", "c1", "delete"]), 1)
+        self.assertEqual(
+            launcher.main(manager, ["-namespace", "ns", "-id", "c1", "delete"]), 1
+        )
         self.assertEqual(
             self.stderr.getvalue(),
             f"{RUNTIME_NAME}: open {bundle}/runtime: no such file or directory\n",
@@ -1213,8 +1221,8 @@ class MainTests(SynchronousTestCase):
 DELETE_SCRIPT = """\
 import json, sys
 before = set(sys.modules)
-import shimd.shim.launcher
-status = shimd.shim.launcher.main(sys.argv[1:])
+import shimd.runc.shim
+status = shimd.runc.shim.main(sys.argv[1:])
 sys.stdout.flush()
 loaded = sorted(set(sys.modules) - before)
 sys.stderr.write("\\n" + json.dumps({"status": status, "loaded": loaded}) + "\\n")
@@ -1227,10 +1235,12 @@ import json, os, select, signal, sys
 config = json.loads(sys.argv[1])
 sys.argv = [config["daemon"]]
 before = set(sys.modules)
+import shimd.runc.manager as manager
 import shimd.shim.launcher as launcher
 from shimd.shim.flags import parseFlags
 flags = parseFlags(config["argv"])
-address = launcher.start(flags, b"", config["bundle"], socketDir=config["socketDir"])
+bundle, socketDir = config["bundle"], config["socketDir"]
+address = launcher.start(manager, flags, b"", bundle, socketDir=socketDir)
 loaded = sorted(set(sys.modules) - before)
 children = []
 for entry in os.listdir("/proc"):

@@ -15,13 +15,49 @@ from __future__ import annotations
 import os
 import sys
 
-from shimd import RUNTIME_NAME
+from shimd import RUNTIME_NAME, wire
 from shimd.runc.cgroups.mode import cgroupMode
 from shimd.runc.options import DEFAULT_ROOT, globalArguments
 from shimd.shim import spawn
 from shimd.shim.errors import LaunchError
 
 GROUP_ANNOTATIONS = ("io.containerd.runc.v2.group", "io.kubernetes.cri.sandbox-id")
+#: The module that runs the runc shim's program.
+PROGRAM = "shimd.runc.shim"
+#: The fields of C{containerd.runc.v1.Options} read here.
+SHIM_CGROUP_FIELD = 3
+BINARY_NAME_FIELD = 6
+
+
+def group(bundle: str, id: str) -> str:
+    """
+    The key of the shim that serves the container in C{bundle}: its
+    grouping annotation (L{groupKey}).
+
+    @raise LaunchError: when its C{config.json} cannot be read.
+    """
+    return groupKey(readSpec(bundle), id)
+
+
+def configure(pid: int, options: wire.Message) -> None:
+    """
+    Move a new daemon into the C{ShimCgroup} its container's runc options
+    (decoded by field number) name, if any, as the Go shim does.
+    """
+    shimCgroup = wire.lastString(options, SHIM_CGROUP_FIELD)
+    if shimCgroup:
+        joinCgroup(pid, shimCgroup)
+
+
+def features(optionsAny: bytes) -> bytes:
+    """
+    C{runc features} of the runc binary the options C{Any} names (runc on
+    C{$PATH} by default), for C{-info}.
+    """
+    from shimd.shim.bootstrap import decodeOptionsAny, runcFeatures
+
+    binary = wire.lastString(decodeOptionsAny(optionsAny), BINARY_NAME_FIELD)
+    return runcFeatures(binary or "runc", spawn.capture)
 
 
 def groupKey(spec: dict[str, object], id: str) -> str:

@@ -23,6 +23,7 @@ import os
 from collections.abc import Callable, Mapping
 
 from shimd import RUNTIME_NAME, __version__, wire
+from shimd.wire import Message
 
 RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
 RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"
@@ -30,7 +31,6 @@ FEATURES_TYPE = "types.containerd.io/opencontainers/runtime-spec/1/features/Feat
 LOG_LEVEL_DEBUG = -4
 FEATURES_CACHE_DIR = "/run/shimd"
 
-Message = dict[int, list[int | bytes]]
 
 # The runc options a runtimeoptions.v1.Options config file may set, by the
 # names containerd's own configuration gives them: field number and type.

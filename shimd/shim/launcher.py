@@ -1,6 +1,9 @@
 # -*- test-case-name: tests.test_launcher -*-
 """
-C{containerd-shim-pyrunc-v2}: the binary containerd runs.
+The program containerd runs for a shim built on shimd (the runc shim's is
+C{containerd-shim-pyrunc-v2}, L{shimd.runc.shim}), as Go's C{pkg/shim}
+C{Run} is: the flags, the C{start}, C{delete} and C{-info} actions, the
+socket, and the daemon. What is the runtime's is asked of a L{ShimManager}.
 
 containerd runs it as C{start} to get a shim for a new container, and as
 C{delete} to clean up after a shim that went away. Both run on containerd's
@@ -26,7 +29,6 @@ import time
 from collections.abc import Mapping, Sequence
 
 from shimd import RUNTIME_NAME, __version__, wire
-from shimd.runc import manager
 from shimd.shim import spawn
 from shimd.shim.address import (
     SOCKET_DIR,
@@ -49,19 +51,61 @@ from shimd.shim.flags import (
 
 SIGKILL_STATUS = 128 + 9
 
+# typing costs milliseconds to import: mypy treats any name TYPE_CHECKING as
+# true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Protocol
 
-def daemonCommand(arguments: list[str]) -> list[str]:
+    class ShimManager(Protocol):
+        """
+        What is the runtime's in the program's actions (Go's C{shim.Manager}):
+        a module or object of the standard library's cost, as the launcher
+        runs on containerd's critical path.
+        """
+
+        #: The module that runs the shim's program (C{python -m}).
+        PROGRAM: str
+
+        def group(self, bundle: str, id: str) -> str:
+            """
+            The key of the shim that serves the container in C{bundle}:
+            containers with the same key share one daemon.
+            """
+
+        def configure(self, pid: int, options: wire.Message) -> None:
+            """
+            Set a new daemon up as the container's runtime options (decoded
+            by field number) ask, before it serves (C{ShimCgroup}, for runc).
+            """
+
+        def stop(self, bundle: str, namespace: str, id: str) -> int:
+            """
+            Clean up after a container whose shim is gone.
+
+            @return: its init pid, or -1 when it is not known.
+            """
+
+        def features(self, optionsAny: bytes) -> bytes:
+            """
+            The OCI runtime features document for C{-info}, for the runtime
+            the encoded options C{Any} names.
+            """
+
+
+def daemonCommand(manager: ShimManager, arguments: list[str]) -> list[str]:
     """
     The command line of the daemon that C{start} spawns: this same program,
     without an action.
     """
     script = os.path.abspath(sys.argv[0])
     if script.endswith(".py") or not os.path.isfile(script):
-        return [sys.executable, "-m", "shimd.shim.launcher", *arguments]
+        return [sys.executable, "-m", manager.PROGRAM, *arguments]
     return [sys.executable, script, *arguments]
 
 
 def launchDaemon(
+    manager: ShimManager,
     arguments: list[str],
     listener: _socket.socket,
     bundle: str,
@@ -84,7 +128,7 @@ def launchDaemon(
             environ = {**environ, spawn.COLD_VARIABLE: f"{level} {e}"}
         else:
             return spawn.Daemon(forked.pid, forked.proc, forked.status.detach())
-    return spawn.spawnDaemon(daemonCommand(arguments), listener, environ)
+    return spawn.spawnDaemon(daemonCommand(manager, arguments), listener, environ)
 
 
 def adjustOOMScore(daemon: spawn.Daemon) -> None:
@@ -99,7 +143,13 @@ def adjustOOMScore(daemon: spawn.Daemon) -> None:
         f.write(str(min(score + 1, 1000)))
 
 
-def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) -> str:
+def start(
+    manager: ShimManager,
+    flags: Flags,
+    stdin: bytes,
+    bundle: str,
+    socketDir: str = SOCKET_DIR,
+) -> str:
     """
     The C{start} action: make sure a shim serves the container's group.
 
@@ -117,7 +167,7 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
         os.environ,
         socketDir,
     )
-    group = manager.groupKey(manager.readSpec(bundle), flags.id)
+    group = manager.group(bundle, flags.id)
     address = socketAddress(given.address, given.namespace, group, given.socketDir)
     listener = listen(address)
     if listener is None:
@@ -129,7 +179,7 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
         environ["TTRPC_ADDRESS"] = given.ttrpcAddress
     arguments = daemonArguments(given.namespace, flags.id, given.address, given.debug)
     try:
-        daemon = launchDaemon(arguments, listener, bundle, environ)
+        daemon = launchDaemon(manager, arguments, listener, bundle, environ)
     except BaseException:
         listener.close()
         os.unlink(path)
@@ -137,9 +187,7 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
     listener.close()
     try:
         try:
-            shimCgroup = wire.lastString(given.options, 3)
-            if shimCgroup:
-                manager.joinCgroup(daemon.pid, shimCgroup)
+            manager.configure(daemon.pid, given.options)
             adjustOOMScore(daemon)
         except (OSError, LaunchError) as e:
             raise LaunchError(f"configure shim process: {e}") from e
@@ -154,10 +202,10 @@ def start(flags: Flags, stdin: bytes, bundle: str, socketDir: str = SOCKET_DIR) 
     return address
 
 
-def delete(flags: Flags, cwd: str) -> bytes:
+def delete(manager: ShimManager, flags: Flags, cwd: str) -> bytes:
     """
     The C{delete} action: clean up after a shim that is gone. Have the
-    runtime clean up the container (L{manager.stop}), remove the dead
+    runtime clean up the container (L{ShimManager.stop}), remove the dead
     shim's socket file, and report the container killed.
 
     @return: the encoded C{containerd.task.v2.DeleteResponse} to print.
@@ -185,19 +233,18 @@ def version(argv0: str) -> str:
     )
 
 
-def info() -> int:
+def info(manager: ShimManager) -> int:
     """
     The C{-info} action of containerd 2.x: print a C{RuntimeInfo} with the
-    options from stdin echoed and runc's features document.
+    options from stdin echoed and the runtime's features document.
 
     @return: the exit status.
     """
-    from shimd.shim.bootstrap import decodeOptionsAny, runcFeatures, runtimeInfo
+    from shimd.shim.bootstrap import runtimeInfo
 
     optionsAny = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
-    runc = wire.lastString(decodeOptionsAny(optionsAny), 6) or "runc"
     try:
-        features = runcFeatures(runc, spawn.capture)
+        features = manager.features(optionsAny)
     except (OSError, ValueError) as e:
         print(f"{RUNTIME_NAME}: runtime features: {e}", file=sys.stderr)
         return 1
@@ -206,9 +253,9 @@ def info() -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(manager: ShimManager, argv: Sequence[str] | None = None) -> int:
     """
-    Run the binary: C{-v}, C{start}, C{delete}, or the daemon.
+    Run the program: C{-v}, C{-info}, C{start}, C{delete}, or the daemon.
 
     @return: the exit status.
     """
@@ -225,7 +272,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(version(sys.argv[0]))
         return 0
     if flags.info:
-        return info()
+        return info(manager)
     try:
         validateFlags(flags)
     except LaunchError as e:
@@ -234,12 +281,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if flags.action == "start":
             stdin = b"" if sys.stdin.isatty() else sys.stdin.buffer.read()
-            address = start(flags, stdin, os.getcwd())
+            address = start(manager, flags, stdin, os.getcwd())
             sys.stdout.write(address)
             sys.stdout.flush()
             return 0
         if flags.action == "delete":
-            sys.stdout.buffer.write(delete(flags, os.getcwd()))
+            sys.stdout.buffer.write(delete(manager, flags, os.getcwd()))
             sys.stdout.flush()
             return 0
         if flags.action is None:
@@ -250,7 +297,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (LaunchError, OSError) as e:
         print(f"{RUNTIME_NAME}: {e}", file=sys.stderr)
         return 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
