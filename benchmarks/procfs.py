@@ -21,16 +21,20 @@ FORK_SERVER_MODULE = "shimd.shim.forkserver"
 
 def memory(pid: int) -> dict[str, int]:
     """
-    C{{"rss": bytes, "pss": bytes}} of a process, from C{smaps_rollup}.
+    C{{"rss": bytes, "pss": bytes, "uss": bytes}} of a process, from
+    C{smaps_rollup}; USS is its private pages (clean and dirty), which no
+    other process maps.
 
     @raise OSError: when the process is gone.
     """
-    found = {}
+    found = {"rss": 0, "pss": 0, "uss": 0}
     with open(f"/proc/{pid}/smaps_rollup") as f:
         for line in f:
             name, _, rest = line.partition(":")
             if name in ("Rss", "Pss"):
                 found[name.lower()] = int(rest.split()[0]) * 1024
+            elif name in ("Private_Clean", "Private_Dirty"):
+                found["uss"] += int(rest.split()[0]) * 1024
     return found
 
 

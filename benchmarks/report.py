@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from benchmarks import stats
@@ -296,6 +296,50 @@ def drawChart(
         ncol=3,
         frameon=False,
     )
+    figure.tight_layout()
+    for path in paths:
+        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+        figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return None
+
+
+def drawDensity(
+    curve: Mapping[str, Sequence[Sequence[float]]], paths: Sequence[str], title: str
+) -> str | None:
+    """
+    Total PSS against the number of containers (a shim each), a line per
+    shim, shimd's with its fork server counted in.
+
+    @param curve: C{{shim name: [[containers, bytes], ...]}}.
+    @return: L{None}, or why no chart was drawn (no matplotlib).
+    """
+    try:
+        import matplotlib  # type: ignore[import-not-found, unused-ignore]
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # type: ignore[import-not-found, unused-ignore]
+    except ImportError:
+        return "matplotlib is not installed (tox -e bench has it)"
+    labels = {"shimd": "shimd (daemons + fork server)", "go": "Go shim"}
+    figure, axes = plt.subplots(figsize=(6, 3.6))
+    for name, points in curve.items():
+        containers = [point[0] for point in points]
+        mebibytes = [point[1] / (1 << 20) for point in points]
+        axes.plot(containers, mebibytes, marker="o", label=labels.get(name, name))
+        for x, y in zip(containers, mebibytes, strict=True):
+            axes.annotate(
+                f"{y:.0f}",
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+    axes.set_xlabel("containers, a shim each", fontsize=8)
+    axes.set_ylabel("total PSS [MiB]", fontsize=8)
+    axes.set_title(title, fontsize=9)
+    axes.grid(alpha=0.3)
+    axes.legend(fontsize=8)
     figure.tight_layout()
     for path in paths:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)

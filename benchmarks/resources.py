@@ -5,11 +5,13 @@ grouped in one shim; and CPU time with many idle containers.
 
 Shims are found by their working directory (L{procfs.shimsByBundle}). A
 shimd daemon forked by the fork server shares the server's pages until they
-change: PSS charges each shared page to its sharers in equal parts, so the
-daemons' PSS is their fair share, and the fork server's own RSS and PSS are
-reported apart (it is shared by every shimd shim on the host, of every
-containerd). Both shims' containers run at the same time and are measured in
-the same instant or window of time, which is as interleaved as can be.
+change: PSS charges each shared page to its sharers in equal parts. shimd's
+figures count the fork server in, all of it charged to the measured
+containers although it serves every shimd shim on the host: its PSS is
+added to the daemons' PSS, and its private pages (USS; its shared pages are
+in the daemons' RSS already) to their RSS; its CPU time to theirs. Both
+shims' containers run at the same time and are measured in the same instant
+or window of time, which is as interleaved as can be.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ def _shimPids(bench: Bench, ids: Mapping[str, Sequence[str]]) -> dict[str, list[
 
 
 def _memory(pids: Sequence[int]) -> dict[str, int]:
-    total = {"rss": 0, "pss": 0}
+    total = {"rss": 0, "pss": 0, "uss": 0}
     for pid in pids:
         for key, value in procfs.memory(pid).items():
             total[key] += value
@@ -88,10 +90,13 @@ def sampleMemory(
 
     @param expectedShims: how many shim processes each shim should have.
     @return: C{{shim name: {"rss": bytes per container, "pss": ..., "shims":
-        process count, "containers": count, "forkServer": {...}}}}.
+        process count, "containers": count, "forkServer": {...},
+        "daemons": {"rss": ..., "pss": ...}}}}: C{rss} and C{pss} count the
+        fork server in, C{daemons} the shim processes alone.
     """
     taken: dict[str, dict[str, list[float]]] = {
-        shim.name: {"rss": [], "pss": []} for shim in SHIMS
+        shim.name: {"rss": [], "pss": [], "daemonRss": [], "daemonPss": []}
+        for shim in SHIMS
     }
     result: dict[str, dict[str, object]] = {}
     for sample in range(samples):
@@ -104,27 +109,52 @@ def sampleMemory(
                     f"{shim.label}: found {len(pids[shim.name])} shim processes "
                     f"for {len(ids[shim.name])} containers, expected {expectedShims}"
                 )
-            memory = _memory(pids[shim.name])
-            for key in ("rss", "pss"):
-                taken[shim.name][key].append(memory[key] / len(ids[shim.name]))
+            containers = len(ids[shim.name])
+            daemons = _memory(pids[shim.name])
             info: dict[str, object] = {
                 "shims": len(pids[shim.name]),
-                "containers": len(ids[shim.name]),
+                "containers": containers,
             }
             servers = _forkServers(pids[shim.name])
+            server = _memory(servers)
             if servers:
                 info["forkServer"] = {
                     "pids": servers,
-                    **_memory(servers),
+                    **server,
                     "forkedShims": sum(
                         1 for pid in pids[shim.name] if procfs.parentOf(pid) in servers
                     ),
                 }
+            measured = taken[shim.name]
+            measured["daemonRss"].append(daemons["rss"] / containers)
+            measured["daemonPss"].append(daemons["pss"] / containers)
+            measured["rss"].append((daemons["rss"] + server["uss"]) / containers)
+            measured["pss"].append((daemons["pss"] + server["pss"]) / containers)
             result[shim.name] = info
     for shim in SHIMS:
-        for key in ("rss", "pss"):
-            result[shim.name][key] = stats.median(taken[shim.name][key])
+        measured = taken[shim.name]
+        result[shim.name]["rss"] = stats.median(measured["rss"])
+        result[shim.name]["pss"] = stats.median(measured["pss"])
+        result[shim.name]["daemons"] = {
+            "rss": stats.median(measured["daemonRss"]),
+            "pss": stats.median(measured["daemonPss"]),
+        }
     return result
+
+
+def densityCurve(found: Mapping[str, object]) -> dict[str, list[list[float]]]:
+    """
+    Total PSS (fork server counted in) against the number of containers, a
+    shim each: C{{shim name: [[containers, bytes], ...]}}.
+    """
+    curve: dict[str, list[list[float]]] = {shim.name: [] for shim in SHIMS}
+    for case in ("single", "many", "most"):
+        sampled = found[case]
+        assert isinstance(sampled, dict)
+        for name, points in curve.items():
+            info = sampled[name]
+            points.append([info["containers"], info["pss"] * info["containers"]])
+    return curve
 
 
 def idleCPU(
@@ -138,19 +168,24 @@ def idleCPU(
         "ticks": {shim name: [utime + stime ticks of each window]},
         "forkServer": [CPU ms of the fork server per window]}}; CPU ms come
         from the threads' C{schedstat}, finer than the ticks of C{stat}.
+        shimd's samples and ticks count its fork server in.
     """
     samples: dict[str, list[float]] = {shim.name: [] for shim in SHIMS}
     ticks: dict[str, list[int]] = {shim.name: [] for shim in SHIMS}
     server: list[float] = []
     pids = _shimPids(bench, ids)
     servers = _forkServers(pids["shimd"])
+    measured = {
+        name: [*group, *(servers if name == "shimd" else [])]
+        for name, group in pids.items()
+    }
     for _ in range(windows):
         before = {
             name: (
-                sum(procfs.cpuNanoseconds(pid) for pid in group),
-                sum(procfs.cpuTicks(pid) for pid in group),
+                sum(procfs.cpuNanoseconds(pid) for pid in measured[name]),
+                sum(procfs.cpuTicks(pid) for pid in measured[name]),
             )
-            for name, group in pids.items()
+            for name in pids
         }
         serverBefore = sum(procfs.cpuNanoseconds(pid) for pid in servers)
         started = time.monotonic()
@@ -158,10 +193,10 @@ def idleCPU(
         elapsed = time.monotonic() - started
         after = {
             name: (
-                sum(procfs.cpuNanoseconds(pid) for pid in group),
-                sum(procfs.cpuTicks(pid) for pid in group),
+                sum(procfs.cpuNanoseconds(pid) for pid in measured[name]),
+                sum(procfs.cpuTicks(pid) for pid in measured[name]),
             )
-            for name, group in pids.items()
+            for name in pids
         }
         serverAfter = sum(procfs.cpuNanoseconds(pid) for pid in servers)
         for name in samples:
@@ -173,23 +208,32 @@ def idleCPU(
 
 
 def resources(
-    bench: Bench, many: int, memorySamples: int, windows: int, seconds: float
+    bench: Bench,
+    many: int,
+    most: int,
+    memorySamples: int,
+    windows: int,
+    seconds: float,
 ) -> dict[str, object]:
     """
-    Memory with 1, C{many} and C{many} grouped containers, and idle CPU with
-    C{many} containers.
+    Memory with 1, C{many} and C{most} containers of a shim each, and with
+    C{many} containers grouped in one shim; idle CPU with C{many}
+    containers; and the curve of total PSS against containers.
     """
     found: dict[str, object] = {}
     single = _start(bench, 1, "mem", group=False)
     try:
         time.sleep(1.0)
         found["single"] = sampleMemory(bench, single, memorySamples, 1)
-        more = _start(bench, many - 1, "mem", group=False)
-        for name in single:
-            single[name] += more[name]
-        time.sleep(1.0)
-        found["many"] = sampleMemory(bench, single, memorySamples, many)
-        found["cpu"] = idleCPU(bench, single, windows, seconds)
+        for case, count in (("many", many), ("most", most)):
+            more = _start(bench, count - len(single["shimd"]), "mem", group=False)
+            for name in single:
+                single[name] += more[name]
+            time.sleep(1.0)
+            found[case] = sampleMemory(bench, single, memorySamples, count)
+            if case == "many":
+                found["cpu"] = idleCPU(bench, single, windows, seconds)
+        found["curve"] = densityCurve(found)
     finally:
         bench.removeQuietly([i for group in single.values() for i in group])
     grouped = _start(bench, many, "grp", group=True)

@@ -44,6 +44,8 @@ EXPECTED_MEASURES = {
     "memory.single.rss",
     "memory.many.pss",
     "memory.many.rss",
+    "memory.most.pss",
+    "memory.most.rss",
     "memory.grouped.pss",
     "memory.grouped.rss",
     "cpu.idle",
@@ -203,6 +205,15 @@ class SmokeRunTests(SynchronousTestCase):
         for key, _ in breakdown.SEGMENTS:
             for name in ("shimd", "go"):
                 self.assertEqual(len(segments[key][name]), 1, (key, name))
+        memory = details["memory"]
+        self.assertEqual(
+            {name: [p[0] for p in points] for name, points in memory["curve"].items()},
+            {name: [1, 2, 3] for name in ("shimd", "go")},
+        )
+        for case in ("single", "many", "most", "grouped"):
+            shimd = memory[case]["shimd"]
+            self.assertGreaterEqual(shimd["pss"], shimd["daemons"]["pss"], case)
+            self.assertGreaterEqual(shimd["rss"], shimd["daemons"]["rss"], case)
         sections = document["sections"]
         assert isinstance(sections, dict)
         self.assertEqual(set(sections), {"warm-up", *SECTIONS})
