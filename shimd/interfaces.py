@@ -441,11 +441,6 @@ class IOutputSink(IConsumer):
         "How many bytes it has written where the client reads: progress "
         "that the wait for the output to be delivered watches."
     )
-    movedAt = Attribute(
-        "When it last wrote some, by the reactor's clock (minus infinity if "
-        "never, or if it has no client to wait for): a client that was "
-        "taking output a moment ago may be stalled rather than gone."
-    )
 
     def loseConnection() -> None:
         """

@@ -37,7 +37,11 @@ from shimd.runc.stdio.console import CONSOLE_TIMEOUT, ConsoleIO
 from shimd.runc.stdio.create import createIO
 from shimd.runc.stdio.drain import CLIENT_STALL, DRAIN_IDLE, DRAIN_TICK, OutputCopy
 from shimd.runc.stdio.errors import StdioError
-from shimd.runc.stdio.fifo import openFifoForReading, openFifoForWriting
+from shimd.runc.stdio.fifo import (
+    hasOtherReader,
+    openFifoForReading,
+    openFifoForWriting,
+)
 from shimd.runc.stdio.pipes import PipeIO
 from shimd.runc.stdio.processio import NullIO, ProcessIO
 from shimd.runc.stdio.streams import CHUNK, FileWriter, Reader, Writer
@@ -353,22 +357,6 @@ class ReaderWriterStepTests(SynchronousTestCase):
         readEnd, writeEnd = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         return self.fds.track(readEnd), self.fds.track(writeEnd)
 
-    def test_writerMovedAt(self) -> None:
-        """
-        A L{Writer} counts what it writes and remembers when, by its
-        reactor's clock, for L{ProcessIO.waitDrained} to tell a client that
-        was just reading.
-        """
-        sinkRead, sinkWrite = self.pipe()
-        writer = Writer(self.reactor, self.fds.release(sinkWrite))
-        self.assertEqual((writer.moved, writer.movedAt), (0, float("-inf")))
-        self.reactor.advance(5)
-        writer.write(b"data")
-        drive(self.reactor, writer, "doWrite")
-        self.assertEqual((writer.moved, writer.movedAt), (4, 5))
-        self.assertEqual(os.read(sinkRead, 10), b"data")
-        writer.abortConnection()
-
     def test_backPressure(self) -> None:
         """
         While the Writer's descriptor is not drained, its buffer fills, it
@@ -636,6 +624,24 @@ class FifoTests(SynchronousTestCase):
         self.assertEqual(os.read(client, 100), b"while away")
         self.fds.close(writer)
         self.assertEqual(os.read(client, 100), b"")
+
+    def test_hasOtherReader(self) -> None:
+        """
+        L{hasOtherReader} tells whether a client besides the shim has the
+        fifo open for reading, leaving the shim's reader as it was (same
+        descriptor, reading, non-blocking, close-on-exec) and what the fifo
+        holds in it; the shim's writer may be gone already.
+        """
+        writer, keep = (self.fds.track(fd) for fd in openFifoForWriting(self.path))
+        os.write(writer, b"the tail")
+        self.fds.close(writer)
+        self.assertFalse(hasOtherReader(keep))
+        client = self.open(os.O_RDONLY)
+        self.assertTrue(hasOtherReader(keep))
+        self.fds.close(client)
+        self.assertFalse(hasOtherReader(keep))
+        self.assertFlags(keep, os.O_RDONLY)
+        self.assertEqual(os.read(keep, 100), b"the tail")
 
     def test_forWritingMissing(self) -> None:
         """
@@ -1083,7 +1089,6 @@ class FakeConsumer:
 
     def __init__(self) -> None:
         self.moved = 0
-        self.movedAt = float("-inf")
         self.finished: Deferred[None] = Deferred()
 
 
@@ -1212,68 +1217,63 @@ class WaitDrainedTests(SynchronousTestCase):
         [at] = fired
         return at
 
+    def clientReader(self) -> int:
+        """
+        Open a reader of the copy's fifo besides the shim's: a client that
+        has it open.
+        """
+        readEnd = self.io._copies[0].fifoReader
+        assert readEnd is not None
+        return self.fds.track(
+            os.open(f"/proc/self/fd/{readEnd}", os.O_RDONLY | os.O_NONBLOCK)
+        )
+
     def test_stalledClient(self) -> None:
         """
-        A client that took output from its fifo and then stalls while the
-        fifo still holds some (a reader the machine's load keeps from
-        running) holds the wait for L{CLIENT_STALL} seconds after it last
-        took some, longer than L{DRAIN_IDLE}.
+        While a client has the fifo open and output in it still to read,
+        the wait allows L{CLIENT_STALL} seconds without progress (a client
+        the machine's load keeps from running), not only L{DRAIN_IDLE}.
         """
         _, consumer, shimEnd = self.addCopy(fifo=True)
+        client = self.clientReader()
         os.write(shimEnd, b"x" * 1000)
         consumer.moved = 1000
         consumer.finished.callback(None)
-        readEnd = self.io._copies[0].fifoReader
-        assert readEnd is not None
-        drained = self.io.waitDrained(2.0)
+        drained = self.io.waitDrained(5.0)
         self.clock.advance(DRAIN_TICK)
-        os.read(readEnd, 100)
+        self.assertEqual(os.read(client, 100), b"x" * 100)
         self.clock.advance(DRAIN_TICK)
         tookAt = self.clock.seconds()
-        fired = self.firedAt(drained, 2.0)
+        fired = self.firedAt(drained, 5.0)
         self.assertGreaterEqual(fired - tookAt, CLIENT_STALL - DRAIN_TICK / 2)
         self.assertLess(fired - tookAt, CLIENT_STALL + 1.5 * DRAIN_TICK)
 
-    def test_writtenJustBefore(self) -> None:
+    def test_goneClient(self) -> None:
         """
-        A copy that wrote to its fifo just before the wait began counts as a
-        client taking output: the wait holds for L{CLIENT_STALL} seconds
-        after that write while the fifo is not empty.
+        A fifo whose client is gone (no reader but the shim's) is waited for
+        L{DRAIN_IDLE} seconds only, however much it holds; what it holds is
+        kept.
         """
-        _, consumer, shimEnd = self.addCopy(fifo=True)
-        os.write(shimEnd, b"the tail")
-        self.clock.advance(1.0)
-        consumer.movedAt = self.clock.seconds()
-        drained = self.io.waitDrained(2.0)
-        fired = self.firedAt(drained, 3.0)
-        self.assertGreaterEqual(fired - 1.0, CLIENT_STALL - DRAIN_TICK / 2)
-        self.assertLess(fired - 1.0, CLIENT_STALL + 1.5 * DRAIN_TICK)
-
-    def test_deadClient(self) -> None:
-        """
-        A fifo whose client died long before the exit filled and stopped
-        moving then: the wait gives up L{DRAIN_IDLE} seconds after it
-        began, as when nothing was ever written.
-        """
-        _, consumer, shimEnd = self.addCopy(fifo=True)
+        _, _, shimEnd = self.addCopy(fifo=True)
+        self.fds.close(self.clientReader())
         os.write(shimEnd, b"never read")
-        consumer.movedAt = self.clock.seconds()
-        self.clock.advance(0.5)
-        drained = self.io.waitDrained(2.0)
-        fired = self.firedAt(drained, 3.0)
-        self.assertLess(fired - 0.5, DRAIN_IDLE + 1.5 * DRAIN_TICK)
+        drained = self.io.waitDrained(5.0)
+        fired = self.firedAt(drained, 5.0)
+        self.assertLess(fired, DRAIN_IDLE + 1.5 * DRAIN_TICK)
+        readEnd = self.io._copies[0].fifoReader
+        assert readEnd is not None
+        self.assertEqual(os.read(readEnd, 100), b"never read")
 
     def test_emptyFifoStalls(self) -> None:
         """
         With its fifo read empty, a copy that makes no progress (a
         background child holds the output open) is given up L{DRAIN_IDLE}
-        seconds after it last moved, however recently the client read.
+        seconds after it last moved, though a client has the fifo open.
         """
-        _, consumer, _ = self.addCopy(fifo=True)
-        consumer.moved = 10
-        consumer.movedAt = self.clock.seconds()
-        drained = self.io.waitDrained(2.0)
-        fired = self.firedAt(drained, 2.0)
+        self.addCopy(fifo=True)
+        self.clientReader()
+        drained = self.io.waitDrained(5.0)
+        fired = self.firedAt(drained, 5.0)
         self.assertLess(fired, DRAIN_IDLE + 1.5 * DRAIN_TICK)
 
     def test_starvedShim(self) -> None:

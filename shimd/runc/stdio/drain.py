@@ -13,7 +13,7 @@ import attr
 from twisted.internet.defer import Deferred
 
 from shimd.interfaces import IOutputSink
-from shimd.runc.stdio.fifo import unreadBytes
+from shimd.runc.stdio.fifo import hasOtherReader, unreadBytes
 from shimd.runc.stdio.streams import Reader
 
 #: How long a process's output may make no progress (no byte read from the
@@ -22,11 +22,11 @@ from shimd.runc.stdio.streams import Reader
 DRAIN_IDLE = 0.08
 #: How often a wait for the output looks at its progress.
 DRAIN_TICK = 0.01
-#: How long a client that was taking output from a fifo may stall, while
-#: the fifo still holds some, before the shim stops waiting for it: longer
-#: than L{DRAIN_IDLE}, for a client that the machine's load keeps from
-#: running, and shorter than a human's next command after a client died.
-CLIENT_STALL = 0.3
+#: How long the output may make no progress while a client has its fifo
+#: open with output in it still to read, before the shim stops waiting for
+#: it: longer than L{DRAIN_IDLE}, for a client that the machine's load keeps
+#: from running.
+CLIENT_STALL = 1.0
 
 
 @attr.s(auto_attribs=True)
@@ -68,13 +68,14 @@ class OutputCopy:
         """
         return (self.reader.moved, self.consumer.moved, self.unread())
 
-    def writtenAt(self) -> float:
+    def awaited(self) -> bool:
         """
-        When the copy last wrote where the client reads, by the reactor's
-        clock; minus infinity if never.
+        Whether a client has yet to read some of the output and may still:
+        the fifo holds some, and a reader besides the shim's has it open.
         """
-        movedAt: float = self.consumer.movedAt
-        return movedAt
+        if self.fifoReader is None or not self.unread():
+            return False
+        return hasOtherReader(self.fifoReader)
 
 
 class DrainWait:
@@ -87,12 +88,12 @@ class DrainWait:
     running for a while has not seen its copies stall, and each look comes
     after a turn of the reactor in which they could move.
 
-    A client may stall too, for the same reason, while its fifo still
-    holds output: if it took output (the copy wrote to its fifo, or the
-    fifo emptied some) less than L{CLIENT_STALL} seconds ago, the wait
-    goes on until then. A fifo that nobody reads fills and stops moving
-    at once, so a task whose client died is still reported stopped within
-    C{idle} seconds of its exit.
+    A client may be kept from running too: while one has its fifo open and
+    output in it still to read, the wait allows L{CLIENT_STALL} seconds
+    without progress, also counted in looks. A client that is gone (its
+    fifo has no reader but the shim's) is not waited for beyond C{idle}, so
+    a task whose client was killed is reported stopped within C{idle}
+    seconds of its exit.
 
     @ivar done: fires with L{None} when the wait is over.
     """
@@ -115,10 +116,10 @@ class DrainWait:
         self._closed = closed
         self._copies = copies
         self._idleLooks = max(1, round(idle / DRAIN_TICK))
+        self._clientLooks = max(self._idleLooks, round(CLIENT_STALL / DRAIN_TICK))
         self._stillLooks = 0
         self._deadline = clock.seconds() + timeout
         self._progress = self._measure()
-        self._clientTookAt = max(copy.writtenAt() for copy in copies)
         self._call: Any = None
         self.done: Deferred[None] = Deferred()
         for copy in copies:
@@ -138,26 +139,21 @@ class DrainWait:
         if progress == self._progress:
             self._stillLooks += 1
         else:
-            if any(
-                wasUnread + (written - wasWritten) > unread
-                for (_, written, unread), (_, wasWritten, wasUnread) in zip(
-                    progress, self._progress, strict=True
-                )
-            ):
-                self._clientTookAt = self._clock.seconds()
             self._progress = progress
             self._stillLooks = 0
         self._check()
 
-    def _clientStalled(self) -> bool:
+    def _stalled(self) -> bool:
         """
-        Whether a client that was taking output may only be stalled: its
-        fifo still holds some, and it took some less than L{CLIENT_STALL}
-        seconds ago.
+        Whether the output has made no progress for long enough: C{idle}
+        seconds of looks, or L{CLIENT_STALL} seconds while a client has yet
+        to read some of it.
         """
-        return self._clock.seconds() - self._clientTookAt < CLIENT_STALL and any(
-            unread for _, _, unread in self._progress
-        )
+        if self._stillLooks < self._idleLooks:
+            return False
+        if self._stillLooks >= self._clientLooks:
+            return True
+        return not any(copy.awaited() for copy in self._copies)
 
     def _check(self) -> None:
         if self.done.called:
@@ -168,7 +164,7 @@ class DrainWait:
         if (
             self._closed()
             or all(copy.delivered() for copy in self._copies)
-            or (self._stillLooks >= self._idleLooks and not self._clientStalled())
+            or self._stalled()
             or self._clock.seconds() >= self._deadline
         ):
             self.done.callback(None)

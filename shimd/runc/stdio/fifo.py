@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import select
 import stat
 import struct
 import termios
@@ -48,6 +49,42 @@ def unreadBytes(fd: int) -> int:
         return 0
     count: int = struct.unpack("i", answer)[0]
     return count
+
+
+def hasOtherReader(reader: int) -> bool:
+    """
+    Whether a fifo (or pipe) has a reader besides the shim's own, C{reader}:
+    a client that still has it open.
+
+    A writer's C{poll} says C{POLLERR} when there is no reader at all, so
+    the shim's reader is swapped for a writer of the same fifo while it
+    asks (C{dup2} replaces it in place, and the writer keeps what the fifo
+    holds), then opened again.
+
+    @return: whether another reader has it open; L{True} when that cannot
+        be told.
+    """
+    try:
+        writer = os.open(
+            f"/proc/self/fd/{reader}", os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+    except OSError:
+        return True
+    try:
+        os.dup2(writer, reader, inheritable=False)
+        poller = select.poll()
+        poller.register(writer, select.POLLOUT)
+        events = sum(event for _, event in poller.poll(0))
+        reopened = os.open(
+            f"/proc/self/fd/{writer}", os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC
+        )
+        os.dup2(reopened, reader, inheritable=False)
+        os.close(reopened)
+    except OSError:
+        return True
+    finally:
+        os.close(writer)
+    return not events & select.POLLERR
 
 
 def openFifoForReading(path: str) -> tuple[int, int]:

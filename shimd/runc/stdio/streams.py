@@ -101,18 +101,15 @@ class Writer(abstract.FileDescriptor):
     @ivar finished: fires once everything written has been flushed and the
         descriptor closed (or when it is lost).
     @ivar moved: how many bytes it has written to its descriptor.
-    @ivar movedAt: when it last wrote some, by its reactor's clock.
     """
 
     def __init__(self, reactor: Any, fd: int) -> None:
         super().__init__(reactor)
         fdesc.setNonBlocking(fd)
-        self._clock = reactor
         self._fd = fd
         self.connected = True
         self.finished: Deferred[None] = Deferred()
         self.moved = 0
-        self.movedAt = float("-inf")
 
     def fileno(self) -> int:
         return self._fd
@@ -121,7 +118,6 @@ class Writer(abstract.FileDescriptor):
         written = fdesc.writeToFD(self._fd, data)
         if isinstance(written, int) and written > 0:
             self.moved += written
-            self.movedAt = self._clock.seconds()
         return written
 
     def doRead(self) -> object:
@@ -155,11 +151,7 @@ class FileWriter:
     target; the file is closed when the last of them has finished.
 
     @ivar moved: how many bytes it has written to the file.
-    @ivar movedAt: minus infinity: nobody reads a file in a way the shim
-        waits for.
     """
-
-    movedAt = float("-inf")
 
     def __init__(self, fd: int, users: int = 1) -> None:
         self._fd = fd
