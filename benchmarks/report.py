@@ -14,6 +14,7 @@ import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from benchmarks import stats
 
@@ -296,11 +297,7 @@ def drawChart(
         ncol=3,
         frameon=False,
     )
-    figure.tight_layout()
-    for path in paths:
-        os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-        figure.savefig(path, dpi=110)
-    plt.close(figure)
+    _save(plt, figure, paths)
     return None
 
 
@@ -340,9 +337,16 @@ def drawDensity(
     axes.set_title(title, fontsize=9)
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8)
+    _save(plt, figure, paths)
+    return None
+
+
+def _save(plt: Any, figure: Any, paths: Sequence[str]) -> None:
+    """
+    Write a chart to each of C{paths}, and let matplotlib forget it.
+    """
     figure.tight_layout()
     for path in paths:
         os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
         figure.savefig(path, dpi=110)
     plt.close(figure)
-    return None
