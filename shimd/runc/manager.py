@@ -16,7 +16,6 @@ import os
 import sys
 
 from shimd import RUNTIME_NAME, wire
-from shimd.runc.cgroups.mode import cgroupMode
 from shimd.runc.options import DEFAULT_ROOT, globalArguments
 from shimd.shim import spawn
 from shimd.shim.errors import LaunchError
@@ -105,6 +104,10 @@ def joinCgroup(pid: int, cgroup: str) -> None:
     Move a process into a cgroup: the one path on cgroup v2, or the same path
     under every v1 controller that has it.
     """
+    # Only a container with a ShimCgroup needs the mount table, whose parser
+    # imports re and typing: not on every start.
+    from shimd.runc.cgroups.mode import cgroupMode
+
     relative = cgroup.lstrip("/")
     if cgroupMode() == "v2":
         targets = [os.path.join("/sys/fs/cgroup", relative)]

@@ -49,7 +49,6 @@ import struct
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
 
 from shimd.shim.address import LISTEN_FD, canConnect, listen, sha256
 from shimd.shim.flags import parseFlags
@@ -68,6 +67,12 @@ PR_GET_SECUREBITS = 27
 # server ignores (each daemon restores it), and the two glibc keeps for
 # itself (32 and 33, below SIGRTMIN), which its posix_spawn leaves ignored.
 _OWN_SIGNALS = (1 << (_signal.SIGCHLD - 1)) | (1 << 31) | (1 << 32)
+
+# typing costs milliseconds to import: mypy treats any name TYPE_CHECKING as
+# true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
 
 # What /proc/self/status says of a process that a child inherits.
 _INHERITED_STATUS = (
