@@ -29,13 +29,24 @@ def openFifoForWriting(path: str) -> tuple[int, int]:
 
     @return: the writer and the kept reader.
     """
-    keep = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    keep, writer = _openReaderThenWriter(path)
+    return writer, keep
+
+
+def _openReaderThenWriter(path: str) -> tuple[int, int]:
+    """
+    Open a fifo for reading, then for writing, both non-blocking: with the
+    reader first, neither open waits for the other side.
+
+    @return: the reader and the writer; neither is left open on failure.
+    """
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     try:
         writer = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError:
-        os.close(keep)
+        os.close(reader)
         raise
-    return writer, keep
+    return reader, writer
 
 
 def unreadBytes(fd: int) -> int:
@@ -94,10 +105,4 @@ def openFifoForReading(path: str) -> tuple[int, int]:
 
     @return: the reader and the keep-alive writer.
     """
-    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    try:
-        keepAlive = os.open(path, os.O_WRONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        os.close(reader)
-        raise
-    return reader, keepAlive
+    return _openReaderThenWriter(path)
