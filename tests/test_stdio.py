@@ -25,7 +25,8 @@ from twisted.internet import abstract, fdesc, main
 from twisted.internet.defer import CancelledError, Deferred, TimeoutError
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock, deferLater
-from twisted.internet.testing import MemoryReactorClock
+from twisted.internet.testing import EventLoggingObserver, MemoryReactorClock
+from twisted.logger import LogLevel, globalLogPublisher
 from twisted.python.failure import Failure
 from twisted.trial.unittest import SkipTest, SynchronousTestCase, TestCase
 from zope.interface.verify import verifyObject
@@ -36,7 +37,13 @@ from shimd.runc.stdio import streams
 from shimd.runc.stdio.binary import BinaryIO
 from shimd.runc.stdio.console import CONSOLE_TIMEOUT, ConsoleIO
 from shimd.runc.stdio.create import createIO
-from shimd.runc.stdio.drain import CLIENT_STALL, DRAIN_IDLE, DRAIN_TICK, OutputCopy
+from shimd.runc.stdio.drain import (
+    CLIENT_STALL,
+    DRAIN_IDLE,
+    DRAIN_TICK,
+    DrainWait,
+    OutputCopy,
+)
 from shimd.runc.stdio.errors import StdioError
 from shimd.runc.stdio.fifo import (
     hasOtherReader,
@@ -1372,6 +1379,58 @@ class WaitDrainedTests(SynchronousTestCase):
         self.io.close()
         self.clock.advance(DRAIN_TICK)
         self.assertIsNone(self.successResultOf(drained))
+
+    def drainWait(self, timeout: float) -> tuple[DrainWait, EventLoggingObserver]:
+        """
+        Wait for the copies' output directly, to see why the wait ends.
+
+        @return: the wait and the log events it emits.
+        """
+        logged = EventLoggingObserver()
+        globalLogPublisher.addObserver(logged)
+        self.addCleanup(globalLogPublisher.removeObserver, logged)
+        wait = DrainWait(
+            self.clock, lambda: False, self.io._copies, timeout, DRAIN_IDLE
+        )
+        return wait, logged
+
+    def test_deliveredSaysNothing(self) -> None:
+        """
+        Output that reached its client ends the wait without a reason or a
+        log line.
+        """
+        _, consumer, _ = self.addCopy()
+        wait, logged = self.drainWait(2.0)
+        consumer.finished.callback(None)
+        self.assertEqual((wait.gaveUp, len(logged)), (None, 0))
+
+    def test_givenUpWhy(self) -> None:
+        """
+        A wait given up says why, and logs it: as information when the
+        output merely stopped moving, as a warning when a client still had
+        output to read or time ran out; the line counts what was left.
+        """
+        _, _, shimEnd = self.addCopy(fifo=True)
+        wait, logged = self.drainWait(5.0)
+        self.firedAt(wait.done, 5.0)
+        self.assertEqual(wait.gaveUp, "stalled")
+        self.assertEqual(logged[-1]["log_level"], LogLevel.info)
+
+        self.clientReader()
+        os.write(shimEnd, b"x" * 10)
+        wait, logged = self.drainWait(5.0)
+        self.firedAt(wait.done, 5.0)
+        self.assertEqual(wait.gaveUp, "client stalled")
+        self.assertEqual(logged[-1]["log_level"], LogLevel.warn)
+        self.assertEqual((logged[-1]["unread"], logged[-1]["finished"]), (10, 0))
+
+        reader, _, _ = self.addCopy()
+        wait, logged = self.drainWait(0.5)
+        while not wait.done.called:
+            reader.moved += 1
+            self.clock.advance(DRAIN_TICK)
+        self.assertEqual(wait.gaveUp, "timed out")
+        self.assertEqual(logged[-1]["log_level"], LogLevel.warn)
 
 
 class BinaryIOTests(RealStdioTestCase):

@@ -11,6 +11,7 @@ from typing import Any
 
 import attr
 from twisted.internet.defer import Deferred
+from twisted.logger import Logger
 
 from shimd.interfaces import IOutputSink
 from shimd.runc.stdio.fifo import hasOtherReader, unreadBytes
@@ -27,6 +28,8 @@ DRAIN_TICK = 0.01
 #: it: longer than L{DRAIN_IDLE}, for a client that the machine's load keeps
 #: from running.
 CLIENT_STALL = 1.0
+
+log = Logger()
 
 
 @attr.s(auto_attribs=True)
@@ -95,7 +98,14 @@ class DrainWait:
     a task whose client was killed is reported stopped within C{idle}
     seconds of its exit.
 
+    A wait given up while output was still on its way is logged: as a
+    warning when a client still had output to read or time ran out (it may
+    miss the tail of the output), as information when the output merely
+    stopped moving (a background child holding it open, a client gone).
+
     @ivar done: fires with L{None} when the wait is over.
+    @ivar gaveUp: why the wait was given up with output still on its way
+        (C{"stalled"}, C{"client stalled"} or C{"timed out"}), or L{None}.
     """
 
     def __init__(
@@ -121,6 +131,8 @@ class DrainWait:
         self._deadline = clock.seconds() + timeout
         self._progress = self._measure()
         self._call: Any = None
+        self._started = clock.seconds()
+        self.gaveUp: str | None = None
         self.done: Deferred[None] = Deferred()
         for copy in copies:
             _observe(copy.consumer.finished).addCallback(lambda _: self._check())
@@ -143,17 +155,40 @@ class DrainWait:
             self._stillLooks = 0
         self._check()
 
-    def _stalled(self) -> bool:
+    def _stalled(self) -> str | None:
         """
         Whether the output has made no progress for long enough: C{idle}
         seconds of looks, or L{CLIENT_STALL} seconds while a client has yet
         to read some of it.
+
+        @return: which of the two, or L{None} while neither.
         """
         if self._stillLooks < self._idleLooks:
-            return False
+            return None
         if self._stillLooks >= self._clientLooks:
-            return True
-        return not any(copy.awaited() for copy in self._copies)
+            return "client stalled"
+        if any(copy.awaited() for copy in self._copies):
+            return None
+        return "stalled"
+
+    def _end(self, why: str | None) -> None:
+        """
+        End the wait, with a warning if output was still on its way.
+        """
+        if why is not None:
+            self.gaveUp = why
+            emit = log.info if why == "stalled" else log.warn
+            emit(
+                "gave up waiting for a process's output to reach its client"
+                " after {seconds:.3f} s ({why}): {finished} of {copies}"
+                " copies finished, {unread} bytes unread in the fifos",
+                seconds=self._clock.seconds() - self._started,
+                why=why,
+                finished=sum(bool(c.consumer.finished.called) for c in self._copies),
+                copies=len(self._copies),
+                unread=sum(c.unread() for c in self._copies),
+            )
+        self.done.callback(None)
 
     def _check(self) -> None:
         if self.done.called:
@@ -161,13 +196,14 @@ class DrainWait:
         if self._call is not None:
             self._call.cancel()
             self._call = None
-        if (
-            self._closed()
-            or all(copy.delivered() for copy in self._copies)
-            or self._stalled()
-            or self._clock.seconds() >= self._deadline
-        ):
-            self.done.callback(None)
+        if self._closed() or all(copy.delivered() for copy in self._copies):
+            self._end(None)
+            return
+        why = self._stalled()
+        if why is None and self._clock.seconds() >= self._deadline:
+            why = "timed out"
+        if why is not None:
+            self._end(why)
             return
         self._call = self._clock.callLater(DRAIN_TICK, self._look)
 
