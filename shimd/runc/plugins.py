@@ -18,6 +18,7 @@ from zope.interface import implementer
 
 from shimd.interfaces import IMounter, IPluginContext
 from shimd.runc import mount
+from shimd.runc.cgroups import mode, oom
 from shimd.runc.client import RuncRuntime, reactorSpawner
 from shimd.shim.plugin import INTERNAL_PLUGIN, Registration
 from shimd.shim.reaper import Reaper
@@ -51,8 +52,6 @@ def runtimeID(context: IPluginContext) -> str:
 
 
 def _oomWatcher(context: IPluginContext) -> Any:
-    from shimd.runc.cgroups import mode, oom
-
     return oom.newOOMWatcher(mode.cgroupMode(), context.reactor)
 
 

@@ -57,6 +57,16 @@ def lostBytes(received: bytes, expected: bytes) -> int:
     return len(expected) - low
 
 
+def givenUpDrains(log: str) -> list[str]:
+    """
+    The shim's lines in C{log} saying it gave up waiting for a process's
+    output to reach its client (shimd's drain wait; none from the Go shim).
+    """
+    return [
+        line for line in log.splitlines() if "gave up waiting for a process" in line
+    ]
+
+
 class TailTestsMixin(StressMixin):
     """
     Output tails under load, and the exit of a task nobody reads.
@@ -138,6 +148,7 @@ class TailTestsMixin(StressMixin):
         self.runDetached("host", "/bin/sleep", "1000000")
         self.addCleanup(self.killAndDelete, "host")
         clock = Stopwatch()
+        logStart = self.containerd.logOffset()
         failures = []
         for index in range(count):
             received = self.attachedExec("host", f"{name}{index}", terminal)
@@ -150,6 +161,7 @@ class TailTestsMixin(StressMixin):
             execs=count,
             failed=len(failures),
             lost=failures[:10],
+            gaveUp=givenUpDrains(self.containerd.log(since=logStart)),
             seconds=clock.seconds(),
         )
         self.assertComplete(failures, fullOnly=terminal)

@@ -33,8 +33,10 @@ from shimd.interfaces import (
     ITTRPCService,
 )
 from shimd.protos import events_pb2, runc_options_pb2, task_pb2
+from shimd.runc.cgroups import load
 from shimd.runc.client import reactorSpawner
 from shimd.runc.plugins import RUNTIME_PLUGIN, runtimeID
+from shimd.runc.stdio import create
 from shimd.runc.task import errors
 from shimd.runc.task.container import Container, Environment, decodeOptions
 from shimd.runc.task.process import Process
@@ -328,9 +330,6 @@ class TaskService:
 
 
 def _initialise(context: IPluginContext) -> TaskService:
-    from shimd.runc.cgroups import load
-    from shimd.runc.stdio import create
-
     reactor = context.reactor
     publisher = IPublisher(context.get(EVENT_PLUGIN, "publisher"))
     environment = Environment(
