@@ -33,7 +33,6 @@ from zope.interface.verify import verifyObject
 
 from shimd.interfaces import IOutputSink, IProcessIO
 from shimd.runc.client import reactorSpawner
-from shimd.runc.stdio import streams
 from shimd.runc.stdio.binary import BinaryIO
 from shimd.runc.stdio.console import CONSOLE_TIMEOUT, ConsoleIO
 from shimd.runc.stdio.create import createIO
@@ -54,8 +53,6 @@ from shimd.runc.stdio.pipes import PipeIO
 from shimd.runc.stdio.processio import NullIO, ProcessIO
 from shimd.runc.stdio.streams import (
     CHUNK,
-    EIO_DELAY,
-    EIO_LOOKS,
     FileWriter,
     Reader,
     Writer,
@@ -470,48 +467,10 @@ class ReaderWriterStepTests(SynchronousTestCase):
         self.reactor.advance(0)
         self.assertEqual(reader.fileno(), -1)
 
-    def test_readAfterEIO(self) -> None:
-        """
-        Bytes that a pty master gives after it said C{EIO} are read and
-        passed on, and the count of C{EIO}s starts again; a paused reader
-        is not started by its look again.
-        """
-        answers: list[bytes | OSError] = [
-            OSError(errno.EIO, "EIO"),
-            b"late",
-            OSError(errno.EIO, "EIO"),
-        ]
-
-        def read(fd: int, size: int) -> bytes:
-            answer = answers.pop(0)
-            if isinstance(answer, OSError):
-                raise answer
-            return answer
-
-        readEnd, writeEnd = os.pipe2(os.O_CLOEXEC)
-        self.fds.track(writeEnd)
-        consumer = RecordingConsumer()
-        reader = Reader(self.reactor, readEnd, consumer)
-        self.patch(streams.os, "read", read)
-        self.assertIsNone(reader.doRead())
-        self.reactor.advance(EIO_DELAY)
-        self.assertIsNone(reader.doRead())
-        self.assertEqual(consumer.data, b"late")
-        self.assertIsNone(reader.doRead())
-        reader.pauseProducing()
-        self.reactor.advance(EIO_DELAY)
-        self.assertNotIn(reader, self.reactor.getReaders())
-        reader.resumeProducing()
-        self.assertIn(reader, self.reactor.getReaders())
-        reader.connectionLost(Failure(main.CONNECTION_DONE))
-        self.assertEqual(self.reactor.getDelayedCalls(), [])
-
     def test_ptyEIO(self) -> None:
         """
         C{EIO} from a pty master, once its terminal is closed, is the end
-        of input, not an error: once it has been said L{EIO_LOOKS} more
-        times, L{EIO_DELAY} seconds apart, with the reader not reading in
-        between, the consumer is asked to finish.
+        of input, not an error: the consumer is asked to finish.
         """
         master, slave = os.openpty()
         self.fds.track(slave)
@@ -524,11 +483,6 @@ class ReaderWriterStepTests(SynchronousTestCase):
         self.assertEqual(consumer.data, b"typed")
         self.fds.close(slave)
         self.assertEqual(select.select([master], [], [], 30)[0], [master])
-        for _ in range(EIO_LOOKS):
-            self.assertIsNone(reader.doRead())
-            self.assertNotIn(reader, self.reactor.getReaders())
-            self.reactor.advance(EIO_DELAY)
-            self.assertIn(reader, self.reactor.getReaders())
         self.assertIs(reader.doRead(), main.CONNECTION_DONE)
         reader.connectionLost(Failure(main.CONNECTION_DONE))
         self.assertEqual(

@@ -21,10 +21,6 @@ from zope.interface import implementer
 from shimd.interfaces import IOutputSink
 
 CHUNK = 64 * 1024
-#: How many times, L{EIO_DELAY} seconds apart, a pty master that says
-#: C{EIO} is read again before that is taken for the end of its output.
-EIO_LOOKS = 5
-EIO_DELAY = 0.01
 APPEND_CREATE = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 
 log = Logger()
@@ -37,13 +33,7 @@ class Reader(abstract.FileDescriptor):
 
     At end of input (or C{EIO}, which a pty master gives once the terminal's
     last holder is gone) it closes its descriptor and asks the consumer to
-    finish, after writing what it holds. C{EIO} is taken for the end only
-    once it has been said L{EIO_LOOKS} more times, L{EIO_DELAY} seconds
-    apart, with nothing read in between. This was tried against the last
-    bytes a process wrote to its terminal before exiting, now and then
-    missing from a TTY exec's output with both shims (always whole writes
-    of its stdio buffer); it has not been shown to help (issue 14), and
-    costs about 50 ms at the end of each terminal's output.
+    finish, after writing what it holds.
 
     @ivar moved: how many bytes it has read.
     """
@@ -56,9 +46,6 @@ class Reader(abstract.FileDescriptor):
         self.consumer = consumer
         self.connected = True
         self.moved = 0
-        self._paused = False
-        self._eioLooks = 0
-        self._lookAgainCall: Any = None
         consumer.registerProducer(self, True)
         self.startReading()
 
@@ -76,14 +63,6 @@ class Reader(abstract.FileDescriptor):
             self.stopReading()
             self._clock.callLater(0, self.connectionLost, Failure(main.CONNECTION_DONE))
 
-    def pauseProducing(self) -> None:
-        self._paused = True
-        super().pauseProducing()
-
-    def resumeProducing(self) -> None:
-        self._paused = False
-        super().resumeProducing()
-
     def doRead(self) -> object:
         try:
             data = os.read(self._fd, CHUNK)
@@ -93,38 +72,17 @@ class Reader(abstract.FileDescriptor):
             if e.errno == errno.EINTR:
                 return None
             if e.errno == errno.EIO:
-                return self._sawEIO()
+                return main.CONNECTION_DONE
             return main.CONNECTION_LOST
         if not data:
             return main.CONNECTION_DONE
-        self._eioLooks = 0
         self.moved += len(data)
         self.consumer.write(data)
         return None
 
-    def _sawEIO(self) -> object:
-        """
-        The pty master said C{EIO}: stop reading and look again a moment
-        later, unless it has said so often enough in a row.
-        """
-        if self._eioLooks >= EIO_LOOKS:
-            return main.CONNECTION_DONE
-        self._eioLooks += 1
-        self.stopReading()
-        self._lookAgainCall = self._clock.callLater(EIO_DELAY, self._lookAgain)
-        return None
-
-    def _lookAgain(self) -> None:
-        self._lookAgainCall = None
-        if self.connected and not self.disconnecting and not self._paused:
-            self.startReading()
-
     def connectionLost(self, reason: Failure) -> None:
         if self._fd < 0:
             return
-        if self._lookAgainCall is not None:
-            self._lookAgainCall.cancel()
-            self._lookAgainCall = None
         super().connectionLost(reason)
         fd, self._fd = self._fd, -1
         os.close(fd)
