@@ -1348,15 +1348,19 @@ class WaitDrainedTests(SynchronousTestCase):
         )
         return wait, logged
 
-    def test_deliveredSaysNothing(self) -> None:
+    def test_delivered(self) -> None:
         """
-        Output that reached its client ends the wait without a reason or a
-        log line.
+        Output that reached its client ends the wait without a reason, and
+        with a debug line counting what was copied.
         """
-        _, consumer, _ = self.addCopy()
+        reader, consumer, _ = self.addCopy()
+        reader.moved = consumer.moved = 1000
         wait, logged = self.drainWait(2.0)
         consumer.finished.callback(None)
-        self.assertEqual((wait.gaveUp, len(logged)), (None, 0))
+        self.assertIsNone(wait.gaveUp)
+        [event] = logged
+        self.assertEqual(event["log_level"], LogLevel.debug)
+        self.assertEqual((event["read"], event["written"]), (1000, 1000))
 
     def test_givenUpWhy(self) -> None:
         """

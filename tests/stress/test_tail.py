@@ -15,9 +15,11 @@ C{seq -s " " 1 1000000}: about 6.9 MB on one line.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
+from collections import Counter
 
 from twisted.trial.unittest import TestCase
 
@@ -65,6 +67,17 @@ def givenUpDrains(log: str) -> list[str]:
     return [
         line for line in log.splitlines() if "gave up waiting for a process" in line
     ]
+
+
+def readCounts(log: str) -> dict[int, int]:
+    """
+    How many bytes shimd read from each process it delivered the output
+    of, by the debug lines in C{log}, as C{{count: how often}}: a count
+    short of the output's length says the bytes never came out of the
+    process's pipe or terminal (none from the Go shim).
+    """
+    counts = re.findall(r"output reached its client .*? (\d+) bytes read", log)
+    return dict(Counter(int(count) for count in counts))
 
 
 class TailTestsMixin(StressMixin):
@@ -162,6 +175,7 @@ class TailTestsMixin(StressMixin):
             failed=len(failures),
             lost=failures[:10],
             gaveUp=givenUpDrains(self.containerd.log(since=logStart)),
+            shimRead=readCounts(self.containerd.log(since=logStart)),
             seconds=clock.seconds(),
         )
         self.assertComplete(failures, fullOnly=terminal)

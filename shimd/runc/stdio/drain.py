@@ -173,8 +173,17 @@ class DrainWait:
 
     def _end(self, why: str | None) -> None:
         """
-        End the wait, with a warning if output was still on its way.
+        End the wait, with a warning if output was still on its way, and a
+        debug line with what was copied when it all arrived.
         """
+        if why is None and not self._closed():
+            log.debug(
+                "a process's output reached its client after {seconds:.3f} s:"
+                " {read} bytes read from the process, {written} written",
+                seconds=self._clock.seconds() - self._started,
+                read=sum(c.reader.moved for c in self._copies),
+                written=sum(c.consumer.moved for c in self._copies),
+            )
         if why is not None:
             self.gaveUp = why
             emit = log.info if why == "stalled" else log.warn
