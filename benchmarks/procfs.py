@@ -4,9 +4,8 @@ C{smaps_rollup}), CPU time (C{stat} ticks and C{schedstat} nanoseconds), and
 which processes are shims at all.
 
 A shim is found by its working directory, the bundle of the container that
-started it: forked shimd daemons carry the fork server's command line
-(C{python -m shimd.shim.forkserver ...}), so the command line cannot tell them
-apart, but every shim, Go or Python, runs in its bundle.
+started it: every shim, Go or Python, spawned or forked, runs in its bundle,
+whatever its command line says.
 """
 
 from __future__ import annotations

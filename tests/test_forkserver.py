@@ -290,6 +290,89 @@ class MessageTests(SynchronousTestCase):
         left.close()
         self.assertRaises(forkserver.ForkServerError, forkserver._receiveMessage, right)
 
+    def test_requestRoundTrip(self) -> None:
+        """
+        A request comes out of its encoding as it went in: flags, command
+        line (empty or not), directory and environment.
+        """
+        for command in ([], ["/usr/bin/python3", "/x/shim", "-id", "a b"]):
+            request = forkserver.Request(
+                "ctx", ["-id", "a b"], "/bundle", {"A": "1=2"}, command
+            )
+            decoded = forkserver.Request.decode(request.encode())
+            self.assertEqual(
+                (
+                    decoded.context,
+                    decoded.argv,
+                    decoded.cwd,
+                    decoded.environ,
+                    decoded.command,
+                ),
+                ("ctx", ["-id", "a b"], "/bundle", {"A": "1=2"}, command),
+            )
+
+    def test_malformedRequest(self) -> None:
+        """
+        A request whose counts do not add up, or whose directory is not
+        absolute, is refused.
+        """
+        for payload in (
+            b"ctx\0/b\0",
+            b"ctx\0/b\0x\00",
+            b"ctx\0/b\02\0-id\0",
+            b"ctx\0/b\00\03\0a\0b",
+            b"ctx\0b\00\00",
+            b"ctx\0/b\00\00\0NOEQUALS",
+        ):
+            self.assertRaises(
+                forkserver.ForkServerError, forkserver.Request.decode, payload
+            )
+
+    def commandLineAfter(self, words: list[str]) -> bytes:
+        """
+        Call L{forkserver.setCommandLine} in a forked child, as a forked
+        daemon does (its environment replaced first).
+
+        @return: the child's C{/proc/self/cmdline} afterwards.
+        """
+        readEnd, writeEnd = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.close(readEnd)
+                os.environ.clear()
+                os.environ.update({"PATH": "/bin"})
+                forkserver.setCommandLine(words)
+                with open("/proc/self/cmdline", "rb") as f:
+                    os.write(writeEnd, f.read())
+            finally:
+                os._exit(0)
+        os.close(writeEnd)
+        with os.fdopen(readEnd, "rb") as f:
+            answer = f.read()
+        os.waitpid(pid, 0)
+        return answer
+
+    def test_setCommandLine(self) -> None:
+        """
+        L{forkserver.setCommandLine} makes C{/proc/self/cmdline}, which
+        C{ps} and C{pkill -f} read, show the words given, as one string
+        separated by spaces.
+        """
+        self.assertEqual(
+            self.commandLineAfter(["shim", "-id", "a b"]), b"shim -id a b\0"
+        )
+
+    def test_setLongCommandLine(self) -> None:
+        """
+        A command line longer than the original arguments is shown whole,
+        running on into the original environment's memory.
+        """
+        with open("/proc/self/cmdline", "rb") as f:
+            length = len(f.read())
+        words = ["containerd-shim", "-id", "x" * length, "-address", "/run/c.sock"]
+        self.assertEqual(self.commandLineAfter(words), " ".join(words).encode() + b"\0")
+
     def test_unavailable(self) -> None:
         """
         With no server at the path, nothing is asked and the caller may
@@ -374,20 +457,24 @@ class ServerTests(SynchronousTestCase):
     def test_forksServingDaemon(self) -> None:
         """
         The server forks a daemon that serves the socket it was sent, in the
-        bundle, and stops on C{Shutdown}.
+        bundle, with the command line it would have been spawned with, and
+        stops on C{Shutdown}.
         """
         socketPath = os.path.join(self.directory, "shim.sock")
         listener = listen("unix://" + socketPath)
         assert listener is not None
         bundle = self.bundle()
         environ = dict(os.environ, TTRPC_ADDRESS=os.path.join(self.directory, "none"))
+        arguments = daemonArguments("fsns", "c1", "/c.sock", False)
+        command = ["/opt/shim/bin/python3", "/opt/shim/bin/shim", *arguments]
         forked = forkserver.requestDaemon(
             self.path,
-            daemonArguments("fsns", "c1", "/c.sock", False),
+            arguments,
             bundle,
             environ,
             listener.fileno(),
             forkserver.contextFingerprint(),
+            command=command,
         )
         listener.close()
         pid = forked.pid
@@ -404,6 +491,8 @@ class ServerTests(SynchronousTestCase):
         self.assertEqual(reply.shim_pid, pid)  # type: ignore[attr-defined]
         self.assertEqual(os.readlink(f"/proc/{pid}/cwd"), bundle)
         self.assertEqual(os.getsid(pid), pid)
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            self.assertEqual(f.read(), " ".join(command).encode() + b"\0")
         _call(
             socketPath, "Shutdown", task_pb2.ShutdownRequest(), task_pb2.ShutdownRequest
         )

@@ -392,12 +392,14 @@ def peerCredentials(connection: _socket.socket) -> tuple[int, int, int]:
 class Request:
     """
     What a daemon is forked with: the caller's context fingerprint, its
-    command line flags (as the launcher parses them), its working directory
-    and its environment.
+    command line flags (as the launcher parses them), its working directory,
+    its environment, and the whole command line it would have been spawned
+    with (what C{ps} is to show for it).
 
     On the wire, NUL-separated strings (which none of them can contain): the
-    context, the directory, the number of flags, the flags, then
-    C{NAME=VALUE} for each variable.
+    context, the directory, the number of flags, the flags, the number of
+    words of the command line, its words, then C{NAME=VALUE} for each
+    variable.
     """
 
     def __init__(
@@ -406,14 +408,17 @@ class Request:
         argv: Sequence[str],
         cwd: str,
         environ: Mapping[str, str],
+        command: Sequence[str] = (),
     ):
         self.context = context
         self.argv = list(argv)
         self.cwd = cwd
         self.environ = dict(environ)
+        self.command = list(command)
 
     def encode(self) -> bytes:
         words = [self.context, self.cwd, str(len(self.argv)), *self.argv]
+        words += [str(len(self.command)), *self.command]
         words += [f"{name}={value}" for name, value in self.environ.items()]
         return "\0".join(words).encode("utf-8", "surrogateescape")
 
@@ -423,17 +428,59 @@ class Request:
         @raise ForkServerError: when C{payload} is not a request.
         """
         words = payload.decode("utf-8", "surrogateescape").split("\0")
-        try:
-            count = int(words[2])
-        except (IndexError, ValueError) as e:
-            raise ForkServerError("malformed request") from e
-        if count < 0 or len(words) < 3 + count or not words[1].startswith("/"):
+        if len(words) < 4 or not words[1].startswith("/"):
             raise ForkServerError("malformed request")
-        variables = words[3 + count :]
+        argv, rest = _counted(words[2:])
+        command, variables = _counted(rest)
         if any("=" not in variable for variable in variables):
             raise ForkServerError("malformed environment")
         environ = dict(variable.split("=", 1) for variable in variables)
-        return cls(words[0], words[3 : 3 + count], words[1], environ)
+        return cls(words[0], argv, words[1], environ, command)
+
+
+def _counted(words: list[str]) -> tuple[list[str], list[str]]:
+    """
+    Split a count and that many words off the front of C{words}.
+
+    @return: the counted words and the rest.
+    @raise ForkServerError: when there is no count or too few words.
+    """
+    try:
+        count = int(words[0])
+    except (IndexError, ValueError) as e:
+        raise ForkServerError("malformed request") from e
+    if count < 0 or len(words) < 1 + count:
+        raise ForkServerError("malformed request")
+    return words[1 : 1 + count], words[1 + count :]
+
+
+def setCommandLine(words: Sequence[str]) -> None:
+    """
+    Make C{/proc/self/cmdline} (what C{ps}, C{pgrep -f} and C{pkill -f}
+    read) show C{words}: a forked daemon then shows the command line it
+    would have been spawned with, not its fork server's, and C{pkill -f}
+    aimed at the fork server spares the daemons.
+
+    It writes over the memory of the process's original arguments, as
+    C{setproctitle} does: the words as one string, separated by spaces (a
+    line longer than the original arguments runs on into the original
+    environment's memory, when that follows). A byte other than NUL at the
+    end of the original arguments tells the kernel to read the line up to
+    its NUL. Call it only once the C library's environment no longer points
+    into that memory (after C{os.environ} has been replaced).
+    """
+    import ctypes
+
+    with open("/proc/self/stat", "rb") as f:
+        fields = f.read().rsplit(b")", 1)[1].split()
+    argStart, argEnd, envStart, envEnd = (int(field) for field in fields[45:49])
+    end = envEnd if envStart == argEnd else argEnd
+    line = b" ".join(word.encode("utf-8", "surrogateescape") for word in words)
+    line = line[: end - argStart - 1]
+    ctypes.memset(argStart, 0, end - argStart)
+    ctypes.memmove(argStart, line, len(line))
+    if len(line) < argEnd - argStart - 1:
+        ctypes.memset(argEnd - 1, ord(" "), 1)
 
 
 def _sendMessage(
@@ -560,6 +607,7 @@ def requestDaemon(
     listener: int,
     context: str,
     timeout: float = REPLY_TIMEOUT,
+    command: Sequence[str] = (),
 ) -> Forked:
     """
     Ask the fork server at C{path} for a daemon.
@@ -573,6 +621,8 @@ def requestDaemon(
     @param listener: the listening socket the daemon serves on.
     @param context: the caller's L{contextFingerprint}.
     @param timeout: the bound on the whole exchange, in seconds.
+    @param command: the command line the daemon would have been spawned
+        with, for it to show (L{setCommandLine}).
     @raise ForkServerError: when no daemon was forked, with the reason.
     """
     deadline = time.monotonic() + timeout
@@ -593,7 +643,7 @@ def requestDaemon(
             serverPidfd = os.pidfd_open(serverPid)
             _sendMessage(
                 connection,
-                Request(context, argv, cwd, environ).encode(),
+                Request(context, argv, cwd, environ, command).encode(),
                 [listener],
             )
             reply = _readLine(connection, deadline)
@@ -664,10 +714,14 @@ def forkDaemon(
     environ: Mapping[str, str],
     listener: int,
     socketDir: str | None = None,
+    command: Sequence[str] = (),
 ) -> Forked:
     """
     Have the fork server of this code and this process's context fork a
     daemon; start or replace the server when it is missing or broken.
+
+    @param command: the command line the daemon would have been spawned
+        with, for it to show.
 
     @raise ForkServerError: when no daemon was forked, with the reason; the
         caller spawns the daemon itself.
@@ -678,7 +732,9 @@ def forkDaemon(
         context = contextFingerprint()
         path = socketPath(directory, context)
         try:
-            return requestDaemon(path, argv, cwd, environ, listener, context)
+            return requestDaemon(
+                path, argv, cwd, environ, listener, context, command=command
+            )
         except ForkServerBroken as e:
             replaceServer(path, e)
             raise
@@ -754,6 +810,8 @@ def _becomeDaemon(
     os.chdir(request.cwd)
     os.environ.clear()
     os.environ.update(request.environ)
+    if request.command:
+        setCommandLine(request.command)
     os.environ[READY_VARIABLE] = str(READY_FD)
     for fd, target in ((listener, LISTEN_FD), (connection.detach(), READY_FD)):
         if fd != target:

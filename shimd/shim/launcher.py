@@ -120,7 +120,11 @@ def launchDaemon(
     if forkserver.enabled(environ):
         try:
             forked = forkserver.forkDaemon(
-                arguments, bundle, environ, listener.fileno()
+                arguments,
+                bundle,
+                environ,
+                listener.fileno(),
+                command=daemonCommand(manager, arguments),
             )
         except forkserver.ForkServerError as e:
             # No server yet is the usual first start; anything else is not.

@@ -275,6 +275,22 @@ class ForkServerIsolationTests(TestCase):
         for shim in sharedShims:
             self.assertTrue(host.isAlive(shim))
 
+    def test_commandLine(self) -> None:
+        """
+        A forked shim shows, in C{ps} and to C{pgrep -f} or C{pkill -f}, the
+        command line it would have been spawned with (its namespace, id
+        and address), not its fork server's, as a spawned one does.
+        """
+        shared = sharedContainerd()
+        namespace = self.namespaceIn(shared, True)
+        shims = self.runTwice(shared, namespace, "t")
+        self.assertIn(parentOf(shims[1]), self.forkServers())
+        for pid, id in zip(shims, ("t1", "t2"), strict=True):
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                line = f.read().replace(b"\0", b" ").decode()
+            self.assertNotIn(FORK_SERVER_MODULE, line)
+            self.assertIn(f" -namespace {namespace} -id {id} -address ", line)
+
     def test_stoppedServer(self) -> None:
         """
         With the fork server stopped (C{kill -STOP}), C{ctr run} still
