@@ -1446,15 +1446,57 @@ class V2OOMWatcherTests(TestCase):
         yield settle()
         self.assertEqual(self.ooms, ["c1"])
 
+    def writeParent(self, oomKill: int) -> None:
+        """
+        Give the cgroup's parent a C{memory.events}, which counts its
+        children's kills too.
+        """
+        with open(os.path.join(os.path.dirname(self.path), "memory.events"), "w") as f:
+            f.write(self.memoryEvents(oomKill))
+
     @inlineCallbacks
     def test_removed(self) -> Any:
         """
-        The cgroup's removal ends the watch without an OOM.
+        The cgroup's removal ends the watch without an OOM, when its
+        parent's C{oom_kill} count has not grown (or cannot be read).
         """
+        self.writeParent(4)
         self.watcher.add("c1", self.cgroup, self.ooms.append)
         shutil.rmtree(self.path)
         yield waitUntil(lambda: not self.watcher._watches)
         self.assertEqual(self.ooms, [])
+
+    @inlineCallbacks
+    def test_removedAfterKill(self) -> Any:
+        """
+        A cgroup removed before its C{memory.events} was read after a kill
+        (systemd removes a scope as soon as it is empty) is reported OOM
+        when its parent's C{oom_kill} count grew since the container's
+        last look.
+        """
+        self.writeParent(4)
+        self.watcher.add("c1", self.cgroup, self.ooms.append)
+        self.write("cgroup.events", "populated 1\nfrozen 1\n")
+        yield settle()
+        self.writeParent(5)
+        shutil.rmtree(self.path)
+        yield waitUntil(lambda: not self.watcher._watches)
+        self.assertEqual(self.ooms, ["c1"])
+
+    @inlineCallbacks
+    def test_removedAfterReportedKill(self) -> Any:
+        """
+        A kill already read in the container's own C{memory.events} is not
+        reported again when the cgroup is then removed.
+        """
+        self.writeParent(4)
+        self.watcher.add("c1", self.cgroup, self.ooms.append)
+        self.writeParent(5)
+        self.write("memory.events", self.memoryEvents(1))
+        yield waitUntil(lambda: self.ooms == ["c1"])
+        shutil.rmtree(self.path)
+        yield waitUntil(lambda: not self.watcher._watches)
+        self.assertEqual(self.ooms, ["c1"])
 
     @inlineCallbacks
     def test_independent(self) -> Any:

@@ -158,6 +158,10 @@ class V1OOMWatcher:
 class _V2Watch:
     """
     One container's inotify watch on cgroup v2.
+
+    @ivar parentOOMKills: the parent cgroup's C{oom_kill} count (which
+        counts its descendants' kills) just before the container's last
+        look, or L{None} if it could not be read.
     """
 
     def __init__(
@@ -167,6 +171,7 @@ class _V2Watch:
         self.cgroup = cgroup
         self.onOOM = onOOM
         self.notifier = notifier
+        self.parentOOMKills = _oomKills(os.path.dirname(cgroup.path))
 
 
 @implementer(IOOMWatcher)
@@ -179,6 +184,15 @@ class V2OOMWatcher:
     greater than the last one seen for the container (0 at first, as in
     Go). The watch ends when C{cgroup.events} says C{populated 0}, or the
     files cannot be read.
+
+    With runc's systemd driver, systemd removes a container's scope as soon
+    as its last process is gone, sometimes before its C{memory.events} has
+    been read after the kill (the Go shim then loses the OOM: containerd
+    issue 8893). So when the cgroup is found gone, the parent's
+    C{memory.events}, whose counts include its children's, has the last
+    word: an OOM is reported if its C{oom_kill} grew since just before the
+    container's last look. (A sibling's kill in that moment would be taken
+    for this container's.)
 
     Each container gets its own inotify descriptor, as in Go: Twisted's
     L{INotify<twisted.internet.inotify.INotify>} closes itself when any of
@@ -226,6 +240,7 @@ class V2OOMWatcher:
         if self._watches.get(containerID) is not watch:
             return
         path = os.path.join(watch.cgroup.path, "memory.events")
+        parentOOMKills = _oomKills(os.path.dirname(watch.cgroup.path))
         try:
             events = parseKeyValuesV2(readText(path), path)
             for key in V2_MEMORY_EVENTS:
@@ -237,8 +252,11 @@ class V2OOMWatcher:
             if os.path.lexists(path):
                 log.warn("error watching {path} for OOM: {error}", path=path, error=e)
                 self._lastOOMKill.pop(containerID, None)
+            elif _grew(watch.parentOOMKills, parentOOMKills):
+                _callOOM(containerID, watch.onOOM)
             self._end(watch)
             return
+        watch.parentOOMKills = parentOOMKills
         oomKill = uintOrZero(events, "oom_kill")
         if oomKill > self._lastOOMKill.get(containerID, 0):
             _callOOM(containerID, watch.onOOM)
@@ -262,6 +280,27 @@ class V2OOMWatcher:
     def stop(self) -> None:
         for containerID in list(self._watches):
             self.remove(containerID)
+
+
+def _oomKills(directory: str) -> int | None:
+    """
+    The C{oom_kill} count of a cgroup's C{memory.events}, or L{None} when
+    it cannot be read.
+    """
+    path = os.path.join(directory, "memory.events")
+    try:
+        events = parseKeyValuesV2(readText(path), path)
+    except (OSError, CgroupError):
+        return None
+    count = events.get("oom_kill", 0)
+    return count if isinstance(count, int) else None
+
+
+def _grew(before: int | None, after: int | None) -> bool:
+    """
+    Whether a count read twice grew; never when either read failed.
+    """
+    return before is not None and after is not None and after > before
 
 
 def _cgroupEmpty(directory: str) -> bool:
