@@ -29,6 +29,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet --config-settings editable_mode=compat -e '.[dev]'
+# Python 3.11's venv comes with setuptools, whose distutils-precedence.pth
+# has every interpreter start import _distutils_hack: about a third of the
+# time of the shim binary's start and delete actions, which containerd waits
+# for twice per container. Nothing in the venv needs it at run time
+# (grpcio-tools declares it but generates the protobuf modules without it).
+.venv/bin/pip uninstall --quiet --yes setuptools 2>/dev/null || true
 # Compile shimd's modules now: containerd starts the shim binary twice per
 # container, and an environment with PYTHONDONTWRITEBYTECODE set would
 # otherwise have it compile them from source every time.
