@@ -259,6 +259,13 @@ class PodTestsMixin(_Base):
             self.fail(f"{e}\ncontainerd log:\n{self.containerdLog()}")
         return containerID
 
+    def waitForOOMKilled(self, containerID: str) -> api.ContainerStatus:
+        """
+        Wait until the container is C{EXITED} with the reason C{OOMKilled}
+        (which needs the shim's C{/tasks/oom} before its exit).
+        """
+        return self.waitForState(containerID, api.CONTAINER_EXITED, "OOMKilled")
+
     def waitForState(
         self,
         containerID: str,
@@ -492,7 +499,7 @@ class PodTestsMixin(_Base):
         steady = self.startContainer(pod, "steady", ["/bin/sleep", "1000"])
         self.waitForState(steady, api.CONTAINER_RUNNING)
         hog = self.startContainer(pod, "hog", ["/bin/tail", "/dev/zero"], 32 * MiB)
-        status = self.waitForState(hog, api.CONTAINER_EXITED, reason="OOMKilled")
+        status = self.waitForOOMKilled(hog)
         self.assertEqual(status.exit_code, 137)
 
         self.waitForState(steady, api.CONTAINER_RUNNING)
