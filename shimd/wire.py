@@ -11,7 +11,12 @@ tests check every use against the generated classes.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+# collections.abc costs milliseconds to import (the collections package
+# with it): mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
 
 #: A decoded message: each field's values, in order, by field number.
 Message = dict[int, list[int | bytes]]

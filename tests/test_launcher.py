@@ -90,6 +90,7 @@ COSTLY_STANDARD_MODULES = (
     "hashlib",
     "json",
     "ctypes",
+    "collections",
 )
 
 
@@ -1369,8 +1370,11 @@ class LightweightTests(SynchronousTestCase):
         self.assertEqual(report["status"], 0, stderr)
         response = task_pb2.DeleteResponse.FromString(stdout)
         self.assertEqual((response.pid, response.exit_status), (42, 137))
-        # options.json (the runc root) is JSON, whose decoder needs re.
-        self.assertLightweight(report["loaded"], needed=("json", "re", "enum"))
+        # options.json (the runc root) is JSON, whose decoder needs re (and
+        # re, enum and collections).
+        self.assertLightweight(
+            report["loaded"], needed=("json", "re", "enum", "collections")
+        )
 
     def test_start(self) -> None:
         """

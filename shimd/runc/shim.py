@@ -9,10 +9,15 @@ container.
 from __future__ import annotations
 
 import sys
-from collections.abc import Sequence
 
 from shimd.runc import manager
 from shimd.shim import launcher
+
+# collections.abc costs milliseconds to import (the collections package
+# with it): mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,10 +20,15 @@ check every one against the generated classes.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
 
 from shimd import RUNTIME_NAME, __version__, wire
 from shimd.wire import Message
+
+# collections.abc costs milliseconds to import (the collections package
+# with it): mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
 
 RUNC_OPTIONS_TYPE = "containerd.runc.v1.Options"
 RUNTIME_OPTIONS_TYPE = "runtimeoptions.v1.Options"

@@ -10,9 +10,13 @@ on containerd's critical path.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from shimd.shim.errors import LaunchError
+
+# collections.abc costs milliseconds to import (the collections package
+# with it): mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Sequence
 
 IDENTIFIER_MAX_LENGTH = 76
 IDENTIFIER_PATTERN = "^[A-Za-z0-9]+(?:[._-](?:[A-Za-z0-9]+))*$"

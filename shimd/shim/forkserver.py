@@ -42,13 +42,11 @@ from __future__ import annotations
 # The C module under signal, which would load enum (and re) first.
 import _signal  # type: ignore[import-not-found]
 import _socket
-import array
 import os
 import stat
 import struct
 import sys
 import time
-from collections.abc import Mapping, Sequence
 
 from shimd.shim.address import LISTEN_FD, canConnect, listen, sha256
 from shimd.shim.flags import parseFlags
@@ -72,6 +70,7 @@ _OWN_SIGNALS = (1 << (_signal.SIGCHLD - 1)) | (1 << 31) | (1 << 32)
 # true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Any
 
 # What /proc/self/status says of a process that a child inherits.
@@ -487,7 +486,10 @@ def _sendMessage(
     connection: _socket.socket, payload: bytes, fds: Sequence[int]
 ) -> None:
     framed = _LENGTH.pack(len(payload)) + payload
-    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array.array("i", fds))]
+    # The descriptors as C ints, packed by struct: array would import
+    # collections (to register itself as a sequence).
+    packed = struct.pack(f"{len(fds)}i", *fds)
+    rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, packed)]
     sent = connection.sendmsg([framed], rights)
     if sent < len(framed):
         connection.sendall(framed[sent:])

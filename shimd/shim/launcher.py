@@ -26,7 +26,6 @@ import _socket
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
 
 from shimd import RUNTIME_NAME, __version__, wire
 from shimd.shim import spawn
@@ -55,6 +54,7 @@ SIGKILL_STATUS = 128 + 9
 # true.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
     from typing import Protocol
 
     class ShimManager(Protocol):

@@ -16,11 +16,16 @@ import _socket
 import os
 import sys
 import time
-from collections.abc import Mapping, Sequence
 
 from shimd import RUNTIME_NAME
 from shimd.shim.address import LISTEN_FD
 from shimd.shim.errors import LaunchError
+
+# collections.abc costs milliseconds to import (the collections package
+# with it): mypy treats any name TYPE_CHECKING as true.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
 
 READY_TIMEOUT = 30.0
 # The daemon's start-up report goes to this descriptor, named by this
