@@ -117,14 +117,11 @@ def launchDaemon(
     """
     from shimd.shim import forkserver
 
+    command = daemonCommand(manager, arguments)
     if forkserver.enabled(environ):
         try:
             forked = forkserver.forkDaemon(
-                arguments,
-                bundle,
-                environ,
-                listener.fileno(),
-                command=daemonCommand(manager, arguments),
+                arguments, bundle, environ, listener.fileno(), command=command
             )
         except forkserver.ForkServerError as e:
             # No server yet is the usual first start; anything else is not.
@@ -132,7 +129,7 @@ def launchDaemon(
             environ = {**environ, spawn.COLD_VARIABLE: f"{level} {e}"}
         else:
             return spawn.Daemon(forked.pid, forked.proc, forked.status.detach())
-    return spawn.spawnDaemon(daemonCommand(manager, arguments), listener, environ)
+    return spawn.spawnDaemon(command, listener, environ)
 
 
 def adjustOOMScore(daemon: spawn.Daemon) -> None:

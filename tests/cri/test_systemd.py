@@ -95,8 +95,6 @@ class SystemdPodTestsGo(SystemdPodTestsMixin, TestCase):
                 " its known race (containerd issues 8893 and 12714)"
             ) from None
 
-    handler = "runc-systemd"
-
 
 class SystemdPodTestsShimd(SystemdPodTestsMixin, TestCase):
     runtime = SHIMD
