@@ -128,10 +128,10 @@ class DrainWait:
         self._idleLooks = max(1, round(idle / DRAIN_TICK))
         self._clientLooks = max(self._idleLooks, round(CLIENT_STALL / DRAIN_TICK))
         self._stillLooks = 0
-        self._deadline = clock.seconds() + timeout
+        self._started = clock.seconds()
+        self._deadline = self._started + timeout
         self._progress = self._measure()
         self._call: Any = None
-        self._started = clock.seconds()
         self.gaveUp: str | None = None
         self.done: Deferred[None] = Deferred()
         for copy in copies:
@@ -176,14 +176,6 @@ class DrainWait:
         End the wait, with a warning if output was still on its way, and a
         debug line with what was copied when it all arrived.
         """
-        if why is None and not self._closed():
-            log.debug(
-                "a process's output reached its client after {seconds:.3f} s:"
-                " {read} bytes read from the process, {written} written",
-                seconds=self._clock.seconds() - self._started,
-                read=sum(c.reader.moved for c in self._copies),
-                written=sum(c.consumer.moved for c in self._copies),
-            )
         if why is not None:
             self.gaveUp = why
             emit = log.info if why == "stalled" else log.warn
@@ -196,6 +188,14 @@ class DrainWait:
                 finished=sum(bool(c.consumer.finished.called) for c in self._copies),
                 copies=len(self._copies),
                 unread=sum(c.unread() for c in self._copies),
+            )
+        elif not self._closed():
+            log.debug(
+                "a process's output reached its client after {seconds:.3f} s:"
+                " {read} bytes read from the process, {written} written",
+                seconds=self._clock.seconds() - self._started,
+                read=sum(c.reader.moved for c in self._copies),
+                written=sum(c.consumer.moved for c in self._copies),
             )
         self.done.callback(None)
 
