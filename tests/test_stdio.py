@@ -440,6 +440,7 @@ class ReaderWriterStepTests(SynchronousTestCase):
         self.assertIsNone(drive(self.reactor, reader, "doRead"))
         self.assertIs(drive(self.reactor, reader, "doRead"), main.CONNECTION_DONE)
         self.assertEqual(reader.fileno(), -1)
+        self.assertEqual(reader.endedBy, "end of file")
         self.assertIsNone(writer.producer)
         self.assertNoResult(writer.finished)
         self.assertIs(drive(self.reactor, writer, "doWrite"), main.CONNECTION_DONE)
@@ -466,6 +467,7 @@ class ReaderWriterStepTests(SynchronousTestCase):
         self.assertEqual(reader.fileno(), sourceRead)
         self.reactor.advance(0)
         self.assertEqual(reader.fileno(), -1)
+        self.assertEqual(reader.endedBy, "closed")
 
     def test_ptyEIO(self) -> None:
         """
@@ -484,6 +486,7 @@ class ReaderWriterStepTests(SynchronousTestCase):
         self.fds.close(slave)
         self.assertEqual(select.select([master], [], [], 30)[0], [master])
         self.assertIs(reader.doRead(), main.CONNECTION_DONE)
+        self.assertEqual(reader.endedBy, "EIO")
         reader.connectionLost(Failure(main.CONNECTION_DONE))
         self.assertEqual(
             consumer.events,
@@ -1092,6 +1095,7 @@ class FakeReader:
 
     def __init__(self) -> None:
         self.moved = 0
+        self.endedBy = "end of file"
 
 
 class FakeConsumer:
@@ -1361,6 +1365,7 @@ class WaitDrainedTests(SynchronousTestCase):
         [event] = logged
         self.assertEqual(event["log_level"], LogLevel.debug)
         self.assertEqual((event["read"], event["written"]), (1000, 1000))
+        self.assertEqual(event["endings"], "end of file")
 
     def test_givenUpWhy(self) -> None:
         """

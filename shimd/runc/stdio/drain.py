@@ -192,9 +192,11 @@ class DrainWait:
         elif not self._closed():
             log.debug(
                 "a process's output reached its client after {seconds:.3f} s:"
-                " {read} bytes read from the process, {written} written",
+                " {read} bytes read from the process (ended by {endings}),"
+                " {written} written",
                 seconds=self._clock.seconds() - self._started,
                 read=sum(c.reader.moved for c in self._copies),
+                endings=", ".join(str(c.reader.endedBy) for c in self._copies),
                 written=sum(c.consumer.moved for c in self._copies),
             )
         self.done.callback(None)

@@ -36,6 +36,10 @@ class Reader(abstract.FileDescriptor):
     finish, after writing what it holds.
 
     @ivar moved: how many bytes it has read.
+    @ivar endedBy: what ended its reading (C{"end of file"}, C{"EIO"}, an
+        error's name, or C{"closed"} when its owner closed it first), or
+        L{None} while it reads: a pty master's tail lost below the shim
+        shows here as an early C{EIO}.
     """
 
     def __init__(self, reactor: Any, fd: int, consumer: Any) -> None:
@@ -46,6 +50,7 @@ class Reader(abstract.FileDescriptor):
         self.consumer = consumer
         self.connected = True
         self.moved = 0
+        self.endedBy: str | None = None
         consumer.registerProducer(self, True)
         self.startReading()
 
@@ -71,10 +76,12 @@ class Reader(abstract.FileDescriptor):
         except OSError as e:
             if e.errno == errno.EINTR:
                 return None
+            self.endedBy = errno.errorcode.get(e.errno or 0, str(e))
             if e.errno == errno.EIO:
                 return main.CONNECTION_DONE
             return main.CONNECTION_LOST
         if not data:
+            self.endedBy = "end of file"
             return main.CONNECTION_DONE
         self.moved += len(data)
         self.consumer.write(data)
@@ -84,6 +91,8 @@ class Reader(abstract.FileDescriptor):
         if self._fd < 0:
             return
         super().connectionLost(reason)
+        if self.endedBy is None:
+            self.endedBy = "closed"
         fd, self._fd = self._fd, -1
         os.close(fd)
         consumer, self.consumer = self.consumer, None
