@@ -9,7 +9,7 @@ import hashlib
 import subprocess
 import tempfile
 
-from twisted.trial.unittest import TestCase
+from twisted.trial.unittest import SkipTest, TestCase
 
 from tests.e2e.base import E2EMixin, Watchdog, runOnTerminal
 from tests.e2e.rootfs import busyboxRootfs
@@ -350,8 +350,10 @@ class LifecycleTestsMixin(E2EMixin):
         events.waitForTopic("plain", "/containers/delete")
         events.sync()
         taskEvents = events.taskEvents("plain")
+        topics = [e.topic for e in taskEvents]
+        self.skipKnownLostDelete(topics)
         self.assertEqual(
-            [e.topic for e in taskEvents],
+            topics,
             ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"],
             events.describe(),
         )
@@ -371,6 +373,12 @@ class LifecycleTestsMixin(E2EMixin):
                 "exited_at": exit["exited_at"],
             },
         )
+
+    def skipKnownLostDelete(self, topics: list[str]) -> None:
+        """
+        Skip when the runtime lost C{/tasks/delete} in a way known and not
+        ours to fix; shimd publishes every event before it exits.
+        """
 
     def test_eventsOfExec(self) -> None:
         """
@@ -405,6 +413,23 @@ class LifecycleTestsMixin(E2EMixin):
 
 class LifecycleTestsGo(LifecycleTestsMixin, TestCase):
     runtime = GO
+
+    def skipKnownLostDelete(self, topics: list[str]) -> None:
+        """
+        The Go shim of containerd 1.7 and 2.x loses C{/tasks/delete} now
+        and then (about 1 run in 5 of this test with containerd 2.1.9): its
+        C{Delete} queues the event for a goroutine that publishes it, and
+        after C{Shutdown} the process exits once its shutdown callbacks have
+        run, without waiting for that goroutine
+        (C{cmd/containerd-shim-runc-v2/task/service.go}, C{pkg/shim/shim.go}
+        since containerd PR 9230). containerd's log (at trace level) then
+        shows C{/tasks/exit} forwarded and never C{/tasks/delete}.
+        """
+        if topics == ["/tasks/create", "/tasks/start", "/tasks/exit"]:
+            raise SkipTest(
+                "the Go shim exited before publishing /tasks/delete: it does"
+                " not wait for its event forwarder at shutdown"
+            )
 
 
 class LifecycleTestsShimd(LifecycleTestsMixin, TestCase):
