@@ -69,15 +69,22 @@ def givenUpDrains(log: str) -> list[str]:
     ]
 
 
-def readCounts(log: str) -> dict[int, int]:
+def readCounts(log: str) -> dict[str, int]:
     """
     How many bytes shimd read from each process it delivered the output
-    of, by the debug lines in C{log}, as C{{count: how often}}: a count
-    short of the output's length says the bytes never came out of the
-    process's pipe or terminal (none from the Go shim).
+    of, and what ended its reading, by the debug lines in C{log}, as
+    C{{"count (ending)": how often}}: a count short of the output's length
+    says the bytes never came out of the process's pipe or terminal (none
+    from the Go shim).
     """
-    counts = re.findall(r"output reached its client .*? (\d+) bytes read", log)
-    return dict(Counter(int(count) for count in counts))
+    counts = re.findall(
+        r"output reached its client .*? (\d+) bytes read from the process"
+        r"(?: \(ended by ([^)]*)\))?",
+        log,
+    )
+    return dict(
+        Counter(f"{count} ({ending})" if ending else count for count, ending in counts)
+    )
 
 
 class TailTestsMixin(StressMixin):
