@@ -469,6 +469,75 @@ class ReaderWriterStepTests(SynchronousTestCase):
         self.assertEqual(reader.fileno(), -1)
         self.assertEqual(reader.endedBy, "closed")
 
+    def test_hangupReadsOn(self) -> None:
+        """
+        A hangup the reactor reports before the Reader has read its end
+        (C{readConnectionLost} without a read: epoll's C{EPOLLHUP} without
+        C{EPOLLIN}) makes it read on to the end: nothing still in the
+        descriptor is lost.
+        """
+        sourceRead, sourceWrite = self.pipe()
+        consumer = RecordingConsumer()
+        reader = Reader(self.reactor, self.fds.release(sourceRead), consumer)
+        os.write(sourceWrite, b"last words")
+        self.fds.close(sourceWrite)
+        self.reactor.removeReader(reader)
+        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        self.assertEqual(consumer.data, b"last words")
+        self.assertEqual(reader.endedBy, "end of file")
+        self.assertEqual(reader.fileno(), -1)
+        self.assertEqual(consumer.events[-1], "loseConnection")
+
+    def test_hangupWhilePaused(self) -> None:
+        """
+        A Reader whose consumer pauses it while it reads on after a hangup
+        goes on once resumed (the reactor reports the hangup again), to the
+        end.
+        """
+        sourceRead, sourceWrite = self.pipe()
+        fcntl.fcntl(sourceWrite, fcntl.F_SETPIPE_SZ, 4 * CHUNK)
+        consumer = RecordingConsumer()
+        reader = Reader(self.reactor, self.fds.release(sourceRead), consumer)
+        consumer.write = lambda data: (  # type: ignore[method-assign]
+            setattr(consumer, "data", consumer.data + data),
+            reader.pauseProducing(),
+        )
+        sent = b"x" * CHUNK + b"tail"
+        os.write(sourceWrite, sent)
+        self.fds.close(sourceWrite)
+        self.reactor.removeReader(reader)
+        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        self.assertEqual(len(consumer.data), CHUNK)
+        self.assertIsNone(reader.endedBy)
+        reader.resumeProducing()
+        self.assertIn(reader, self.reactor.getReaders())
+        self.reactor.removeReader(reader)
+        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        reader.resumeProducing()
+        self.reactor.removeReader(reader)
+        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        self.assertEqual(consumer.data, sent)
+        self.assertEqual(reader.endedBy, "end of file")
+        self.assertEqual(consumer.events[-1], "loseConnection")
+
+    def test_ptyHangupReadsOn(self) -> None:
+        """
+        The same on a pty master whose terminal was closed: the Reader reads
+        what was written before the close, then C{EIO}.
+        """
+        master, slave = os.openpty()
+        self.fds.track(slave)
+        tty.setraw(slave)
+        consumer = RecordingConsumer()
+        reader = Reader(self.reactor, master, consumer)
+        os.write(slave, b"typed")
+        self.fds.close(slave)
+        self.reactor.removeReader(reader)
+        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        self.assertEqual(consumer.data, b"typed")
+        self.assertEqual(reader.endedBy, "EIO")
+        self.assertEqual(reader.fileno(), -1)
+
     def test_ptyEIO(self) -> None:
         """
         C{EIO} from a pty master, once its terminal is closed, is the end

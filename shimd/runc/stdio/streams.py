@@ -14,6 +14,7 @@ from typing import Any
 
 from twisted.internet import abstract, fdesc, main
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IHalfCloseableDescriptor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
@@ -26,6 +27,7 @@ APPEND_CREATE = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
 log = Logger()
 
 
+@implementer(IHalfCloseableDescriptor)
 class Reader(abstract.FileDescriptor):
     """
     Reads a non-blocking descriptor into a consumer, as a streaming producer:
@@ -35,11 +37,13 @@ class Reader(abstract.FileDescriptor):
     last holder is gone) it closes its descriptor and asks the consumer to
     finish, after writing what it holds.
 
+    The descriptor's own end is the only end: a hangup the reactor sees
+    before it (L{readConnectionLost}) only makes it read on to it.
+
     @ivar moved: how many bytes it has read.
     @ivar endedBy: what ended its reading (C{"end of file"}, C{"EIO"}, an
         error's name, or C{"closed"} when its owner closed it first), or
-        L{None} while it reads: a pty master's tail lost below the shim
-        shows here as an early C{EIO}.
+        L{None} while it reads.
     """
 
     def __init__(self, reactor: Any, fd: int, consumer: Any) -> None:
@@ -51,6 +55,7 @@ class Reader(abstract.FileDescriptor):
         self.connected = True
         self.moved = 0
         self.endedBy: str | None = None
+        self._paused = False
         consumer.registerProducer(self, True)
         self.startReading()
 
@@ -67,6 +72,40 @@ class Reader(abstract.FileDescriptor):
             self.disconnecting = True
             self.stopReading()
             self._clock.callLater(0, self.connectionLost, Failure(main.CONNECTION_DONE))
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+        super().pauseProducing()
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        super().resumeProducing()
+
+    def readConnectionLost(self, reason: Failure) -> None:
+        """
+        The reactor says the descriptor is done: after L{doRead} found its
+        end, finish; on a hangup it saw without anything to read, read on.
+
+        A pty master is hung up as soon as its terminal's last holder
+        closes it, and under load that can be before the kernel has moved
+        the holder's last writes to where a read finds them, so that epoll
+        reports the hangup without input, and the reactor would end the
+        copy there, losing them (issue 14). A read waits for those moves,
+        and only then says C{EIO}: so read until the descriptor itself says
+        it has ended. While the consumer has paused the reading, the
+        reactor reports the hangup again once it resumes.
+        """
+        while self.endedBy is None and not self._paused and self._fd >= 0:
+            moved = self.moved
+            ended = self.doRead()
+            if ended is None and self.moved == moved:
+                # Nothing to read yet, no end either: wait for the next event.
+                self.startReading()
+                return
+            if ended is not None:
+                break
+        if self.endedBy is not None:
+            self.connectionLost(reason)
 
     def doRead(self) -> object:
         try:
