@@ -101,6 +101,7 @@ class LifecycleTestsMixin(E2EMixin):
                 "-c",
                 f"yes 0123456789abcde | head -c {size}; echo done >&2",
             )
+            self.skipKnownLostTail(result.code, len(result.out), size)
             self.assertEqual(
                 (result.code, len(result.out), result.err),
                 (0, size, "done\n"),
@@ -374,6 +375,12 @@ class LifecycleTestsMixin(E2EMixin):
             },
         )
 
+    def skipKnownLostTail(self, code: int, received: int, size: int) -> None:
+        """
+        Skip when the runtime lost the tail of a container's output at its
+        exit in a way known and not ours to fix; shimd loses nothing.
+        """
+
     def skipKnownLostDelete(self, topics: list[str]) -> None:
         """
         Skip when the runtime lost C{/tasks/delete} in a way known and not
@@ -413,6 +420,20 @@ class LifecycleTestsMixin(E2EMixin):
 
 class LifecycleTestsGo(LifecycleTestsMixin, TestCase):
     runtime = GO
+
+    def skipKnownLostTail(self, code: int, received: int, size: int) -> None:
+        """
+        The Go shim reports an exit as soon as it reaps the process and
+        copies the output beside it; C{ctr} closes its fifos once C{Wait}
+        returns, and on a busy machine what the copy still held is lost
+        (32 KB of 1 MiB here, beside a running suite; the README's "Exit
+        after output" and C{tests/stress/test_tail.py} measure it).
+        """
+        if code == 0 and received < size:
+            raise SkipTest(
+                "the Go shim reported the exit before its output copy ended,"
+                f" and ctr closed its fifos: {size - received} bytes lost"
+            )
 
     def skipKnownLostDelete(self, topics: list[str]) -> None:
         """
