@@ -1226,6 +1226,32 @@ class WaitDrainedTests(SynchronousTestCase):
         self.assertIsNone(self.successResultOf(drained))
         self.assertEqual(self.clock.getDelayedCalls(), [])
 
+    def test_deliveredOnce(self) -> None:
+        """
+        Once a wait has seen the output delivered, a later one (at delete,
+        after the one at exit) fires at once, looks at nothing and logs
+        nothing; after a wait given up, a later one waits again.
+        """
+        _, consumer, shimEnd = self.addCopy(fifo=True)
+        os.write(shimEnd, b"x")
+        consumer.finished.callback(None)
+        first = self.io.waitDrained(2.0, idle=DRAIN_TICK)
+        self.clock.advance(DRAIN_TICK)
+        self.assertIsNone(self.successResultOf(first))
+        again = self.io.waitDrained(2.0)
+        self.assertNoResult(again)
+        readEnd = self.io._copies[0].fifoReader
+        assert readEnd is not None
+        os.read(readEnd, 1)
+        self.clock.advance(DRAIN_TICK)
+        self.assertIsNone(self.successResultOf(again))
+        logged = EventLoggingObserver()
+        globalLogPublisher.addObserver(logged)
+        self.addCleanup(globalLogPublisher.removeObserver, logged)
+        self.assertIsNone(self.successResultOf(self.io.waitDrained(2.0)))
+        self.assertEqual(len(logged), 0)
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
     def test_fifoReadEmpty(self) -> None:
         """
         A copy to a fifo has delivered once it has finished and the client

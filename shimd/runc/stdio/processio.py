@@ -46,6 +46,7 @@ class ProcessIO:
         self._copies: list[OutputCopy] = []
         self._consumers: list[IOutputSink] = []
         self._readers: list[Reader] = []
+        self._delivered = False
         self.closed = False
 
     def prepare(self) -> Deferred[None]:
@@ -92,13 +93,20 @@ class ProcessIO:
         reads, or a background child holds the output open without
         writing), and after C{timeout} seconds in all.
 
+        Once a wait has seen the output delivered, later ones (the wait at
+        delete, after the one at exit) end at once: nothing more can come.
+
         @return: a Deferred that fires with L{None}, never failing.
         """
-        if not self._copies:
+        if not self._copies or self._delivered:
             return succeed(None)
-        return DrainWait(
-            self.reactor, lambda: self.closed, self._copies, timeout, idle
-        ).done
+        wait = DrainWait(self.reactor, lambda: self.closed, self._copies, timeout, idle)
+
+        def remember(result: None) -> None:
+            if wait.gaveUp is None and not self.closed:
+                self._delivered = True
+
+        return wait.done.addCallback(remember)
 
     def close(self) -> Deferred[None]:
         """
