@@ -50,7 +50,7 @@ from tests.e2e.containerd import (
     uniqueNamespace,
     waitUntil,
 )
-from tests.e2e.events import EventRecorder
+from tests.e2e.events import Event, EventRecorder
 from tests.e2e.rootfs import IMAGE_NAME, busyboxRootfs, ociArchivePath
 from tests.e2e.runtimes import Runtime, missingPrerequisites
 
@@ -281,6 +281,35 @@ class E2EMixin(_Base):
         self.addCleanup(recorder.stop)
         recorder.start()
         return recorder
+
+    def waitForTaskDelete(
+        self, events: EventRecorder, containerID: str, timeout: float = 30.0
+    ) -> Event:
+        """
+        Wait for the C{/tasks/delete} the shim publishes about
+        C{containerID}, the last event of its task.
+
+        The Go shim of containerd 1.7 and 2.x loses it now and then (about 1
+        run in 5 with containerd 2.1.9 beside a running suite): its C{Delete}
+        queues the event for a goroutine that forwards it, and after
+        C{Shutdown} the process exits once its shutdown callbacks have run,
+        without waiting for that goroutine
+        (C{cmd/containerd-shim-runc-v2/task/service.go}, C{pkg/shim/shim.go}
+        since containerd PR 9230). When that runtime's task exit was seen and
+        its delete never came, the test skips with that cause; shimd
+        publishes every event before it exits, and its tests fail instead.
+        """
+        try:
+            return events.waitForTopic(containerID, "/tasks/delete", timeout)
+        except AssertionError:
+            exited = "/tasks/exit" in events.topics(containerID)
+            if self.runtime.losesTaskDelete and exited:
+                raise SkipTest(
+                    f"{self.runtime.binaryName} exited before publishing"
+                    f" /tasks/delete of {containerID}: it does not wait for"
+                    " its event forwarder at shutdown"
+                ) from None
+            raise
 
     def shimProcesses(self, containerID: str | None = None) -> list[int]:
         """

@@ -29,12 +29,16 @@ class Runtime:
     @ivar runtimeArgument: what to give C{ctr run --runtime}.
     @ivar processPattern: a regular expression (C{pgrep -f} style) matching
         the command line of this runtime's shim processes.
+    @ivar losesTaskDelete: whether the shim is known to exit, now and then,
+        before it has published C{/tasks/delete} (see
+        L{tests.e2e.base.E2EMixin.waitForTaskDelete}).
     """
 
     name: str
     binaryName: str
     runtimeArgument: str
     processPattern: str
+    losesTaskDelete: bool = False
 
     def binaryPath(self) -> str | None:
         """
@@ -99,6 +103,7 @@ GO = Runtime(
     binaryName="containerd-shim-runc-v2",
     runtimeArgument="io.containerd.runc.v2",
     processPattern=r"containerd-shim-runc-v2(\s|$)",
+    losesTaskDelete=True,
 )
 
 SHIMD = Runtime(

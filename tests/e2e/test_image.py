@@ -40,12 +40,8 @@ class ImageTestsMixin(E2EMixin):
             mount,
         )
         events.waitForTopic("imaged", "/containers/delete")
-        if self.runtime is SHIMD:
-            # The Go shim forwards its TaskDelete after answering Delete and
-            # can be shut down first, losing it under load; shimd's
-            # publisher sends it before the shim goes.
-            events.waitForTopic("imaged", "/tasks/delete")
         self.assertEqual(host.mountsUnder(self.bundle("imaged")), [])
+        self.waitForTaskDelete(events, "imaged")
 
     def test_imageRootfsMounted(self) -> None:
         """

@@ -167,7 +167,7 @@ class LifecycleTestsMixin(E2EMixin):
         result = self.ctr("task", "rm", "kill9")
         self.assertCtr(result)
         self.assertIn("task kill9 exit with non-zero exit code 137", result.err)
-        delete = events.waitForTopic("kill9", "/tasks/delete")
+        delete = self.waitForTaskDelete(events, "kill9")
         self.assertEqual(
             (delete.payload["pid"], delete.payload["exit_status"]), (pid, 137)
         )
@@ -348,13 +348,12 @@ class LifecycleTestsMixin(E2EMixin):
         events = self.recordEvents()
         result = self.runContainer("plain", "/bin/sh", "-c", "exit 2")
         self.assertEqual(result.code, 2)
+        self.waitForTaskDelete(events, "plain")
         events.waitForTopic("plain", "/containers/delete")
         events.sync()
         taskEvents = events.taskEvents("plain")
-        topics = [e.topic for e in taskEvents]
-        self.skipKnownLostDelete(topics)
         self.assertEqual(
-            topics,
+            [e.topic for e in taskEvents],
             ["/tasks/create", "/tasks/start", "/tasks/exit", "/tasks/delete"],
             events.describe(),
         )
@@ -379,12 +378,6 @@ class LifecycleTestsMixin(E2EMixin):
         """
         Skip when the runtime lost the tail of a container's output at its
         exit in a way known and not ours to fix; shimd loses nothing.
-        """
-
-    def skipKnownLostDelete(self, topics: list[str]) -> None:
-        """
-        Skip when the runtime lost C{/tasks/delete} in a way known and not
-        ours to fix; shimd publishes every event before it exits.
         """
 
     def test_eventsOfExec(self) -> None:
@@ -433,23 +426,6 @@ class LifecycleTestsGo(LifecycleTestsMixin, TestCase):
             raise SkipTest(
                 "the Go shim reported the exit before its output copy ended,"
                 f" and ctr closed its fifos: {size - received} bytes lost"
-            )
-
-    def skipKnownLostDelete(self, topics: list[str]) -> None:
-        """
-        The Go shim of containerd 1.7 and 2.x loses C{/tasks/delete} now
-        and then (about 1 run in 5 of this test with containerd 2.1.9): its
-        C{Delete} queues the event for a goroutine that publishes it, and
-        after C{Shutdown} the process exits once its shutdown callbacks have
-        run, without waiting for that goroutine
-        (C{cmd/containerd-shim-runc-v2/task/service.go}, C{pkg/shim/shim.go}
-        since containerd PR 9230). containerd's log (at trace level) then
-        shows C{/tasks/exit} forwarded and never C{/tasks/delete}.
-        """
-        if topics == ["/tasks/create", "/tasks/start", "/tasks/exit"]:
-            raise SkipTest(
-                "the Go shim exited before publishing /tasks/delete: it does"
-                " not wait for its event forwarder at shutdown"
             )
 
 

@@ -41,7 +41,7 @@ class ResilienceTestsMixin(E2EMixin):
         self.assertEqual((exit.payload["pid"], exit.payload["exit_status"]), (pid, 137))
         self.waitForStatus("survivor", "STOPPED")
         self.assertCtr(self.ctr("task", "rm", "survivor"), what="ctr task rm")
-        events.waitForTopic("survivor", "/tasks/delete")
+        self.waitForTaskDelete(events, "survivor")
         waitUntil(
             lambda: not any(host.isAlive(shim) for shim in shims),
             10,
