@@ -323,6 +323,16 @@ def drive(reactor: MemoryReactorClock, selectable: Any, method: str) -> object:
     return why
 
 
+def hangUp(reactor: MemoryReactorClock, reader: Reader) -> None:
+    """
+    Report a hangup to C{reader} as the reactor does for epoll's
+    C{EPOLLHUP} without C{EPOLLIN}: removed from the readers and told its
+    reading is lost, without a read first.
+    """
+    reactor.removeReader(reader)
+    reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+
+
 def buffered(writer: Writer) -> int:
     """
     How many bytes a L{Writer} holds.
@@ -481,8 +491,7 @@ class ReaderWriterStepTests(SynchronousTestCase):
         reader = Reader(self.reactor, self.fds.release(sourceRead), consumer)
         os.write(sourceWrite, b"last words")
         self.fds.close(sourceWrite)
-        self.reactor.removeReader(reader)
-        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        hangUp(self.reactor, reader)
         self.assertEqual(consumer.data, b"last words")
         self.assertEqual(reader.endedBy, "end of file")
         self.assertEqual(reader.fileno(), -1)
@@ -505,17 +514,14 @@ class ReaderWriterStepTests(SynchronousTestCase):
         sent = b"x" * CHUNK + b"tail"
         os.write(sourceWrite, sent)
         self.fds.close(sourceWrite)
-        self.reactor.removeReader(reader)
-        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        hangUp(self.reactor, reader)
         self.assertEqual(len(consumer.data), CHUNK)
         self.assertIsNone(reader.endedBy)
         reader.resumeProducing()
         self.assertIn(reader, self.reactor.getReaders())
-        self.reactor.removeReader(reader)
-        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        hangUp(self.reactor, reader)
         reader.resumeProducing()
-        self.reactor.removeReader(reader)
-        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        hangUp(self.reactor, reader)
         self.assertEqual(consumer.data, sent)
         self.assertEqual(reader.endedBy, "end of file")
         self.assertEqual(consumer.events[-1], "loseConnection")
@@ -532,8 +538,7 @@ class ReaderWriterStepTests(SynchronousTestCase):
         reader = Reader(self.reactor, master, consumer)
         os.write(slave, b"typed")
         self.fds.close(slave)
-        self.reactor.removeReader(reader)
-        reader.readConnectionLost(Failure(main.CONNECTION_DONE))
+        hangUp(self.reactor, reader)
         self.assertEqual(consumer.data, b"typed")
         self.assertEqual(reader.endedBy, "EIO")
         self.assertEqual(reader.fileno(), -1)
