@@ -13,7 +13,7 @@ import struct
 import tempfile
 import termios
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IFileDescriptorReceiver
@@ -24,15 +24,9 @@ from zope.interface import implementer
 
 from shimd.interfaces import IOutputSink
 from shimd.runc.stdio.binary import BinaryIO
-from shimd.runc.stdio.fifo import isFifo, openFifoForReading, openFifoForWriting
+from shimd.runc.stdio.fifo import isFifo, openFifoForWriting
 from shimd.runc.stdio.processio import ProcessIO
-from shimd.runc.stdio.streams import (
-    APPEND_CREATE,
-    FileWriter,
-    Reader,
-    Writer,
-    closeQuietly,
-)
+from shimd.runc.stdio.streams import FileWriter, Writer, closeQuietly
 
 CONSOLE_TIMEOUT = 30.0
 
@@ -112,8 +106,7 @@ class ConsoleIO(ProcessIO):
         super().__init__(reactor, stdin, stdout, stderr)
         self._console = ConsoleSocket(reactor)
         self.consoleSocket = self._console.path
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._ends.append(devnull)
+        devnull = self._nullEnd()
         self.runcStdio = {0: devnull, 1: devnull, 2: devnull}
         self._binary = binary
         self.master: int | None = None
@@ -134,12 +127,7 @@ class ConsoleIO(ProcessIO):
             output, fifoReader = self._outputConsumer()
             self._copy(os.dup(master), output, fifoReader)
             if self.stdin:
-                reader, self._keepAlive = openFifoForReading(
-                    self.stdin.removeprefix("fifo://")
-                )
-                writer = Writer(self.reactor, os.dup(master))
-                self._consumers.append(writer)
-                self._readers.append(Reader(self.reactor, reader, writer))
+                self._copyStdin(self._openStdin(), os.dup(master))
 
         def failed(failure: Failure) -> Failure:
             self._console.close()
@@ -155,11 +143,8 @@ class ConsoleIO(ProcessIO):
         """
         if self._binary is not None:
             return Writer(self.reactor, os.dup(self._binary.outputEnd)), None
-        scheme = urlsplit(self.stdout).scheme
-        if scheme == "file":
-            path = unquote(urlsplit(self.stdout).path)
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            return FileWriter(os.open(path, APPEND_CREATE, 0o644)), None
+        if urlsplit(self.stdout).scheme == "file":
+            return FileWriter(self._openStdoutFile()), None
         path = self.stdout.removeprefix("fifo://")
         if not path:
             return FileWriter(os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)), None

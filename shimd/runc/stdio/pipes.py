@@ -8,15 +8,15 @@ from __future__ import annotations
 
 import os
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from twisted.internet.defer import Deferred, succeed
 
 from shimd.interfaces import IOutputSink
 from shimd.runc.stdio.errors import StdioError
-from shimd.runc.stdio.fifo import isFifo, openFifoForReading, openFifoForWriting
+from shimd.runc.stdio.fifo import isFifo, openFifoForWriting
 from shimd.runc.stdio.processio import ProcessIO
-from shimd.runc.stdio.streams import APPEND_CREATE, FileWriter, Reader, Writer
+from shimd.runc.stdio.streams import FileWriter, Writer
 
 
 class PipeIO(ProcessIO):
@@ -35,8 +35,7 @@ class PipeIO(ProcessIO):
         ioGID: int = 0,
     ) -> None:
         super().__init__(reactor, stdin, stdout, stderr)
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._ends.append(devnull)
+        devnull = self._nullEnd()
         self._ours: dict[int, int] = {}
         self._fifoReaders: dict[int, int] = {}
         for number, path in ((0, stdin), (1, stdout), (2, stderr)):
@@ -54,11 +53,8 @@ class PipeIO(ProcessIO):
         """
         Open what stdout and stderr are copied to.
         """
-        scheme = urlsplit(self.stdout).scheme
-        if scheme == "file":
-            path = unquote(urlsplit(self.stdout).path)
-            os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
-            fd = os.open(path, APPEND_CREATE, 0o644)
+        if urlsplit(self.stdout).scheme == "file":
+            fd = self._openStdoutFile()
             shared = FileWriter(fd, users=len([n for n in (1, 2) if n in self._ours]))
             self._consumers.append(shared)
             return {number: shared for number in (1, 2) if number in self._ours}
@@ -93,19 +89,13 @@ class PipeIO(ProcessIO):
         try:
             consumers = self._outputConsumers()
             if 0 in self._ours:
-                reader, keepAlive = openFifoForReading(
-                    self.stdin.removeprefix("fifo://")
-                )
-                self._keepAlive = keepAlive
+                reader = self._openStdin()
         except OSError as e:
             raise StdioError(f"failed to open stdio: {e}") from e
         for number, consumer in consumers.items():
             self._fds.remove(self._ours[number])
             self._copy(self._ours[number], consumer, self._fifoReaders.get(number))
         if 0 in self._ours:
-            pipe = self._ours[0]
-            self._fds.remove(pipe)
-            writer = Writer(self.reactor, pipe)
-            self._consumers.append(writer)
-            self._readers.append(Reader(self.reactor, reader, writer))
+            self._fds.remove(self._ours[0])
+            self._copyStdin(reader, self._ours[0])
         return succeed(None)

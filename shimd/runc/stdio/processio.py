@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from twisted.internet import main
 from twisted.internet.defer import Deferred, succeed
@@ -17,7 +18,8 @@ from zope.interface import implementer
 
 from shimd.interfaces import IOutputSink, IProcessIO
 from shimd.runc.stdio.drain import DRAIN_IDLE, DrainWait, OutputCopy
-from shimd.runc.stdio.streams import Reader, closeQuietly
+from shimd.runc.stdio.fifo import openFifoForReading
+from shimd.runc.stdio.streams import APPEND_CREATE, Reader, Writer, closeQuietly
 
 
 @implementer(IProcessIO)
@@ -128,6 +130,42 @@ class ProcessIO:
             closeQuietly(fd)
         return succeed(None)
 
+    def _nullEnd(self) -> int:
+        """
+        Open C{/dev/null} for runc's streams that have nowhere to go (closed
+        by L{spawned} like the other process ends).
+        """
+        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
+        self._ends.append(devnull)
+        return devnull
+
+    def _openStdoutFile(self) -> int:
+        """
+        Open the file a C{file://} stdout names, for appending, creating it
+        and its directory as needed.
+        """
+        path = unquote(urlsplit(self.stdout).path)
+        os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+        return os.open(path, APPEND_CREATE, 0o644)
+
+    def _openStdin(self) -> int:
+        """
+        Open the client's stdin fifo for reading, keeping a writer of our own
+        on it until L{closeStdin} (see L{openFifoForReading}).
+
+        @return: our reader of it.
+        """
+        reader, self._keepAlive = openFifoForReading(self.stdin.removeprefix("fifo://"))
+        return reader
+
+    def _copyStdin(self, reader: int, target: int) -> None:
+        """
+        Copy from our reader of the stdin fifo to the process's input.
+        """
+        writer = Writer(self.reactor, target)
+        self._consumers.append(writer)
+        self._readers.append(Reader(self.reactor, reader, writer))
+
     def _pipe(self, containerReads: bool) -> int:
         """
         Make a pipe for one stream: its process end goes to runc (and is
@@ -164,6 +202,5 @@ class NullIO(ProcessIO):
 
     def __init__(self, reactor: Any) -> None:
         super().__init__(reactor, "", "", "")
-        devnull = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
-        self._ends.append(devnull)
+        devnull = self._nullEnd()
         self.runcStdio = {0: devnull, 1: devnull, 2: devnull}
