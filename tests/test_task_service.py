@@ -1186,12 +1186,15 @@ class StartTests(TaskServiceTestCase):
 
     def test_cgroupV2AndOOM(self) -> None:
         """
-        At start, a cgroup v2 cgroup gets its controllers enabled, and the
-        container is watched for OOM kills.
+        At create, before the container runs, its cgroup is watched for OOM
+        kills; at start, a cgroup v2 cgroup gets its controllers enabled.
         """
         cgroup = FakeV2Cgroup()
         self.cgroups[100] = cgroup
-        self.runContainer(pid=100)
+        bundle = self.create(pid=100)
+        self.assertIs(self.oomWatcher.watched["c1"][0], cgroup)
+        self.assertEqual(cgroup.enabled, 0)
+        self.start(bundle)
         self.assertEqual(cgroup.enabled, 1)
         self.assertIs(self.oomWatcher.watched["c1"][0], cgroup)
 

@@ -330,6 +330,12 @@ class Container:
         self._unmountRootfs()
 
     def _loadCgroup(self) -> None:
+        """
+        Load the init's cgroup and watch it for OOM kills at once, before
+        the container runs its own code: a container the kernel kills
+        between C{runc start} and a later watch would leave no C{/tasks/oom}
+        (the Go shim's race until containerd 2.3, pull request 12405).
+        """
         try:
             self.cgroup = self.environment.loadCgroup(self.init.pid)
         except Exception as e:
@@ -338,6 +344,13 @@ class Container:
                 id=self.id,
                 error=e,
             )
+            return
+        watcher = self.environment.oomWatcher
+        if watcher is not None and self.environment.onOOM is not None:
+            try:
+                watcher.add(self.id, self.cgroup, self.environment.onOOM)
+            except Exception as e:
+                self.log.error("add cg to OOM monitor: {error}", error=e)
 
     def _unmountRootfs(self) -> None:
         if not self.rootfsMounts:
@@ -413,12 +426,6 @@ class Container:
             self.init.transition(State.RUNNING)
         if self.cgroup is not None:
             self.cgroup.enableControllers()
-            watcher = self.environment.oomWatcher
-            if watcher is not None and self.environment.onOOM is not None:
-                try:
-                    watcher.add(self.id, self.cgroup, self.environment.onOOM)
-                except Exception as e:
-                    self.log.error("add cg to OOM monitor: {error}", error=e)
 
     async def _restore(self) -> None:
         io = self.init.io
