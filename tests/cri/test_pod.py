@@ -263,8 +263,24 @@ class PodTestsMixin(_Base):
         """
         Wait until the container is C{EXITED} with the reason C{OOMKilled}
         (which needs the shim's C{/tasks/oom} before its exit).
+
+        A runtime known to lose C{/tasks/oom} (the Go shim, see
+        L{tests.e2e.base.E2EMixin.waitForOOM}) leaves the container
+        C{EXITED} 137 with the reason C{Error}: the test then skips, saying
+        so; shimd's still fails.
         """
-        return self.waitForState(containerID, api.CONTAINER_EXITED, "OOMKilled")
+        try:
+            return self.waitForState(containerID, api.CONTAINER_EXITED, "OOMKilled")
+        except self.failureException:
+            status = self.client.containerStatus(containerID)
+            lost = (status.state, status.exit_code) == (api.CONTAINER_EXITED, 137)
+            if not (self.runtime.losesOOM and lost):
+                raise
+            raise SkipTest(
+                f"{self.runtime.binaryName} lost /tasks/oom of {containerID},"
+                " its known race (containerd issue 8893, pull requests 12405"
+                " and 12714)"
+            ) from None
 
     def waitForState(
         self,

@@ -76,25 +76,6 @@ class SystemdPodTestsGo(SystemdPodTestsMixin, TestCase):
     runtime = GO
     handler = "runc-systemd"
 
-    def waitForOOMKilled(self, containerID: str) -> api.ContainerStatus:
-        """
-        The Go shim loses C{/tasks/oom} now and then with the systemd
-        driver (containerd issue 8893; containerd 2.3 skips critest's
-        OOMKilled case with it, pull request 12714): the container is then
-        C{EXITED} 137 with the reason C{Error}. Skip, saying so; shimd's
-        test still asserts C{OOMKilled}.
-        """
-        try:
-            return super().waitForOOMKilled(containerID)
-        except self.failureException:
-            status = self.client.containerStatus(containerID)
-            if (status.state, status.exit_code) != (api.CONTAINER_EXITED, 137):
-                raise
-            raise SkipTest(
-                "the Go shim lost /tasks/oom with the systemd cgroup driver,"
-                " its known race (containerd issues 8893 and 12714)"
-            ) from None
-
 
 class SystemdPodTestsShimd(SystemdPodTestsMixin, TestCase):
     runtime = SHIMD

@@ -32,6 +32,9 @@ class Runtime:
     @ivar losesTaskDelete: whether the shim is known to exit, now and then,
         before it has published C{/tasks/delete} (see
         L{tests.e2e.base.E2EMixin.waitForTaskDelete}).
+    @ivar losesOOM: whether the shim is known to miss, now and then, the
+        kernel's OOM kill of a container that dies at once (see
+        L{tests.e2e.base.E2EMixin.waitForOOM}).
     """
 
     name: str
@@ -39,6 +42,7 @@ class Runtime:
     runtimeArgument: str
     processPattern: str
     losesTaskDelete: bool = False
+    losesOOM: bool = False
 
     def binaryPath(self) -> str | None:
         """
@@ -104,6 +108,7 @@ GO = Runtime(
     runtimeArgument="io.containerd.runc.v2",
     processPattern=r"containerd-shim-runc-v2(\s|$)",
     losesTaskDelete=True,
+    losesOOM=True,
 )
 
 SHIMD = Runtime(

@@ -32,7 +32,6 @@ from shimd.runc.cgroups.mode import cgroupMode
 from tests.e2e import host
 from tests.e2e.base import E2EMixin
 from tests.e2e.containerd import parseProcessList, waitUntil
-from tests.e2e.events import Event, EventRecorder
 from tests.e2e.runtimes import GO, SHIMD
 
 MiB = 1024 * 1024
@@ -251,12 +250,6 @@ class CgroupV2TestsMixin(E2EMixin):
         exit = events.waitForTopic("hungry", "/tasks/exit")
         self.assertEqual(exit.payload["exit_status"], 137)
 
-    def waitForOOM(self, events: EventRecorder, containerID: str) -> Event:
-        """
-        Wait for the shim's C{/tasks/oom} about C{containerID}.
-        """
-        return events.waitForTopic(containerID, "/tasks/oom")
-
     def test_processList(self) -> None:
         """
         C{ctr task ps} (C{Pids}) lists exactly the processes of the
@@ -304,25 +297,6 @@ class CgroupV2TestsShimd(CgroupV2TestsMixin, TestCase):
 class SystemdCgroupTestsGo(CgroupV2TestsMixin, TestCase):
     runtime = GO
     systemd = True
-
-    def waitForOOM(self, events: EventRecorder, containerID: str) -> Event:
-        """
-        The Go shim loses C{/tasks/oom} now and then with the systemd driver:
-        systemd removes the container's scope as soon as its last process
-        is gone, sometimes before the shim's watcher has read
-        C{memory.events} (containerd issue 8893; containerd 2.3 skips
-        critest's OOMKilled case with the systemd driver for it, pull
-        request 12714). That is the reference's known bug, not a
-        difference of shimd's to look into: skip, saying so.
-        """
-        try:
-            return super().waitForOOM(events, containerID)
-        except AssertionError:
-            raise SkipTest(
-                "the Go shim lost /tasks/oom with the systemd cgroup driver,"
-                " its known race (containerd issues 8893 and 12714); shimd's"
-                " test still asserts it"
-            ) from None
 
 
 class SystemdCgroupTestsShimd(CgroupV2TestsMixin, TestCase):

@@ -175,7 +175,7 @@ class ControlTestsMixin(E2EMixin):
             options=["--memory-limit", str(32 * MiB)],
         )
         self.assertEqual((result.code, result.out), (137, ""))
-        oom = events.waitForTopic("hungry", "/tasks/oom")
+        oom = self.waitForOOM(events, "hungry")
         self.assertEqual(oom.payload, {"container_id": "hungry"})
         exit = events.waitForTopic("hungry", "/tasks/exit")
         self.assertEqual(exit.payload["exit_status"], 137)
