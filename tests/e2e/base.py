@@ -317,17 +317,17 @@ class E2EMixin(_Base):
         """
         Wait for the C{/tasks/oom} the shim publishes about C{containerID}.
 
-        The Go shim of containerd 1.7 and 2.x misses it now and then on
-        cgroup v2, with the cgroupfs driver as with systemd's (CI saw it
-        once in about 30 runs of a container killed at 32 MiB): it watches
+        The Go shim misses it now and then on cgroup v2, with the cgroupfs
+        driver as with systemd's (CI lost it once with containerd 2.1.9's,
+        for a container killed at 32 MiB): it watches
         C{memory.events} from C{Start} on, and a container that the kernel
         kills before the watch is armed, or whose cgroup is gone before the
         watcher reads the file, leaves no event (containerd issue 8893;
         pull requests 12405 and 12714 of containerd 2.3 arm it at
         C{Create} and send it before the exit). When that runtime's task
         exit was seen and its OOM event never came, the test skips with
-        that cause; shimd watches from C{Create} and reads the counter
-        before it reports the exit, and its tests fail instead.
+        that cause; shimd arms its watch at C{Create}, and its tests fail
+        instead.
         """
         try:
             return events.waitForTopic(containerID, "/tasks/oom", timeout)
