@@ -408,6 +408,17 @@ class IOOMWatcher(Interface):
             for the container.
         """
 
+    def check(containerID: str) -> None:
+        """
+        Look at a watched container's cgroup now and report an OOM kill not
+        reported yet, without waiting for the kernel's notification to be
+        handled. Called when one of its processes has been reaped: a kill
+        is counted before its SIGKILL is sent, so C{/tasks/oom} then comes
+        before that process's C{/tasks/exit} (as containerd 2.3's shim
+        sends it, pull request 12714). Nothing happens for a container not
+        watched.
+        """
+
     def remove(containerID: str) -> None:
         """
         Stop watching a container, if it is watched.

@@ -585,9 +585,17 @@ class FakeOOMWatcher:
     def __init__(self) -> None:
         self.watched: dict[str, tuple[Any, Callable[[str], None]]] = {}
         self.removed: list[str] = []
+        self.checked: list[str] = []
+        self.unreported: set[str] = set()
 
     def add(self, containerID: str, cgroup: Any, onOOM: Callable[[str], None]) -> None:
         self.watched[containerID] = (cgroup, onOOM)
+
+    def check(self, containerID: str) -> None:
+        self.checked.append(containerID)
+        if containerID in self.unreported and containerID in self.watched:
+            self.unreported.discard(containerID)
+            self.oom(containerID)
 
     def remove(self, containerID: str) -> None:
         self.removed.append(containerID)
@@ -602,6 +610,13 @@ class FakeOOMWatcher:
         """
         _, onOOM = self.watched[containerID]
         onOOM(containerID)
+
+    def killed(self, containerID: str) -> None:
+        """
+        The kernel counts an OOM kill in the container's cgroup, and the
+        notification of it has not been handled yet: C{check} reports it.
+        """
+        self.unreported.add(containerID)
 
 
 def writeBundle(path: str, pidNamespace: bool = True) -> str:

@@ -1228,6 +1228,21 @@ class V1OOMWatcherUnitTests(SynchronousTestCase):
         reader.doRead()
         self.assertEqual(self.ooms, ["c1", "c1"])
 
+    def test_check(self) -> None:
+        """
+        C{check} reads a signal the reactor has not handled yet, once; it
+        does nothing for a container not watched.
+        """
+        self.watcher.add("c1", self.cgroup, self.ooms.append)
+        efd, _ = eventControl(self.cgroup.paths["memory"])
+        [reader] = self.reactor.getReaders()
+        os.eventfd_write(efd, 1)
+        self.watcher.check("c1")
+        self.watcher.check("c2")
+        self.assertEqual(self.ooms, ["c1"])
+        reader.doRead()
+        self.assertEqual(self.ooms, ["c1"])
+
     def test_cgroupGone(self) -> None:
         """
         A signal that finds the cgroup gone (any of its controllers) closes
@@ -1418,6 +1433,22 @@ class V2OOMWatcherTests(TestCase):
         self.write("cgroup.events", "populated 1\nfrozen 1\n")
         yield settle()
         self.assertEqual(self.ooms, ["c1", "c1"])
+        self.assertIn("c1", self.watcher._watches)
+
+    @inlineCallbacks
+    def test_check(self) -> Any:
+        """
+        C{check} reads C{memory.events} at once and reports a kill before
+        its inotify event is handled, which then reports nothing more; it
+        does nothing for a container not watched.
+        """
+        self.watcher.add("c1", self.cgroup, self.ooms.append)
+        self.write("memory.events", self.memoryEvents(1))
+        self.watcher.check("c1")
+        self.watcher.check("c2")
+        self.assertEqual(self.ooms, ["c1"])
+        yield settle()
+        self.assertEqual(self.ooms, ["c1"])
         self.assertIn("c1", self.watcher._watches)
 
     @inlineCallbacks

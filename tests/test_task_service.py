@@ -2916,6 +2916,19 @@ class OOMTests(TaskServiceTestCase):
         self.succeed(self.service.Delete, task_pb2.DeleteRequest(id="c1"))
         self.assertNotIn("c1", self.oomWatcher.watched)
 
+    def test_oomBeforeExit(self) -> None:
+        """
+        An OOM kill counted but not yet reported when the init is reaped is
+        published then, before its C{/tasks/exit}.
+        """
+        self.cgroups[100] = FakeCgroup()
+        self.runContainer(pid=100)
+        self.oomWatcher.killed("c1")
+        self.kernel.exit(100, signal=SIGKILL)
+        self.assertEqual(self.oomWatcher.checked, ["c1"])
+        topics = [topic for topic, _ in self.publisher.events]
+        self.assertEqual(topics[-2:], ["/tasks/oom", "/tasks/exit"])
+
     def test_plugin(self) -> None:
         """
         The task plugin builds a L{TaskService} whose OOM watcher publishes

@@ -52,7 +52,7 @@ from tests.e2e.containerd import (
 )
 from tests.e2e.events import Event, EventRecorder
 from tests.e2e.rootfs import IMAGE_NAME, busyboxRootfs, ociArchivePath
-from tests.e2e.runtimes import Runtime, missingPrerequisites
+from tests.e2e.runtimes import SHIMD, Runtime, missingPrerequisites
 
 # The type URL containerd gives the OCI LinuxResources it sends in Update.
 LINUX_RESOURCES_URL = "types.containerd.io/opencontainers/runtime-spec/1/LinuxResources"
@@ -340,6 +340,17 @@ class E2EMixin(_Base):
                     " pull requests 12405 and 12714)"
                 ) from None
             raise
+
+    def assertOOMBeforeExit(self, events: EventRecorder, containerID: str) -> None:
+        """
+        For shimd, C{/tasks/oom} came before the C{/tasks/exit} of the
+        process the kernel killed: it reads the kill count when it reaps.
+        (The Go shim orders them only from containerd 2.3 on.)
+        """
+        if self.runtime is not SHIMD:
+            return
+        topics = events.topics(containerID)
+        self.assertLess(topics.index("/tasks/oom"), topics.index("/tasks/exit"), topics)
 
     def shimProcesses(self, containerID: str | None = None) -> list[int]:
         """

@@ -249,6 +249,7 @@ class CgroupV2TestsMixin(E2EMixin):
         self.assertEqual(oom.payload, {"container_id": "hungry"})
         exit = events.waitForTopic("hungry", "/tasks/exit")
         self.assertEqual(exit.payload["exit_status"], 137)
+        self.assertOOMBeforeExit(events, "hungry")
 
     def test_processList(self) -> None:
         """

@@ -179,6 +179,7 @@ class ControlTestsMixin(E2EMixin):
         self.assertEqual(oom.payload, {"container_id": "hungry"})
         exit = events.waitForTopic("hungry", "/tasks/exit")
         self.assertEqual(exit.payload["exit_status"], 137)
+        self.assertOOMBeforeExit(events, "hungry")
 
 
 class ControlTestsGo(ControlTestsMixin, TestCase):

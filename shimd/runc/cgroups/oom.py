@@ -140,6 +140,11 @@ class V1OOMWatcher:
         self._watches[containerID] = reader
         reader.startReading()
 
+    def check(self, containerID: str) -> None:
+        reader = self._watches.get(containerID)
+        if reader is not None:
+            reader.doRead()
+
     def _forget(self, containerID: str, reader: _EventFD) -> None:
         if self._watches.get(containerID) is reader:
             del self._watches[containerID]
@@ -234,6 +239,11 @@ class V2OOMWatcher:
             ) from e
         self._watches[containerID] = watch
         notifier.startReading()
+
+    def check(self, containerID: str) -> None:
+        watch = self._watches.get(containerID)
+        if watch is not None:
+            self._changed(watch)
 
     def _changed(self, watch: _V2Watch) -> None:
         containerID = watch.containerID

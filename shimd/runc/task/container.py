@@ -510,9 +510,14 @@ class Container:
         L{shimd.runc.stdio.drain.DRAIN_IDLE} seconds (nobody reads it: the
         exit is then reported within about 0.1 s of the
         reaping), and after L{DRAIN_TIMEOUT} seconds in all.
+
+        An OOM kill the watcher has not reported yet is reported first, so
+        that C{/tasks/oom} comes before the exit it caused.
         """
         if process.state is State.DELETED:
             return
+        if self.environment.oomWatcher is not None:
+            self.environment.oomWatcher.check(self.id)
         drained = self._drained(process)
         if process is not self.init:
             drained.addCallback(lambda _: self.order.execExited(process, exit))
