@@ -204,6 +204,9 @@ cp --sparse=always "$work/disk.img" "$work/pristine.img"
 log=$work/trial.log
 boot() {
     cp --sparse=always "$work/pristine.img" "$work/disk.img"
+    # Made before qemu starts: its redirection happens in the background
+    # child, and a tail started first would find no file and give up.
+    : >"$work/console.log"
     timeout --kill-after=10 "$timeout" qemu-system-x86_64 \
         -accel tcg,thread=multi -cpu max -m "$memory" -smp 2 \
         -nographic -no-reboot -nic none \
