@@ -579,7 +579,9 @@ class FakeV2Cgroup(FakeCgroup):
 @implementer(IOOMWatcher)
 class FakeOOMWatcher:
     """
-    Records the containers watched for OOM kills, and lets a test report one.
+    Records the containers watched for OOM kills and the checks made, and
+    lets a test report a kill (C{oom}), leave one for C{check} to find
+    (C{killed}), or make C{check} fail (C{checkError}).
     """
 
     def __init__(self) -> None:
@@ -587,12 +589,15 @@ class FakeOOMWatcher:
         self.removed: list[str] = []
         self.checked: list[str] = []
         self.unreported: set[str] = set()
+        self.checkError: Exception | None = None
 
     def add(self, containerID: str, cgroup: Any, onOOM: Callable[[str], None]) -> None:
         self.watched[containerID] = (cgroup, onOOM)
 
     def check(self, containerID: str) -> None:
         self.checked.append(containerID)
+        if self.checkError is not None:
+            raise self.checkError
         if containerID in self.unreported and containerID in self.watched:
             self.unreported.discard(containerID)
             self.oom(containerID)

@@ -2929,6 +2929,18 @@ class OOMTests(TaskServiceTestCase):
         topics = [topic for topic, _ in self.publisher.events]
         self.assertEqual(topics[-2:], ["/tasks/oom", "/tasks/exit"])
 
+    def test_oomCheckFails(self) -> None:
+        """
+        A watcher that fails to look at the cgroup when the init is reaped
+        is logged; the exit is published all the same.
+        """
+        self.cgroups[100] = FakeCgroup()
+        self.runContainer(pid=100)
+        self.oomWatcher.checkError = OSError("bad file descriptor")
+        self.kernel.exit(100, signal=SIGKILL)
+        self.assertEqual(self.publisher.events[-1][0], "/tasks/exit")
+        self.assertEqual(len(self.flushLoggedErrors(OSError)), 1)
+
     def test_plugin(self) -> None:
         """
         The task plugin builds a L{TaskService} whose OOM watcher publishes

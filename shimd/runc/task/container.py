@@ -516,8 +516,7 @@ class Container:
         """
         if process.state is State.DELETED:
             return
-        if self.environment.oomWatcher is not None:
-            self.environment.oomWatcher.check(self.id)
+        self._checkOOM()
         drained = self._drained(process)
         if process is not self.init:
             drained.addCallback(lambda _: self.order.execExited(process, exit))
@@ -537,6 +536,19 @@ class Container:
             self._thaw()
 
         drained.addCallback(lambda _: self.order.initDrained())
+
+    def _checkOOM(self) -> None:
+        """
+        Have the OOM watcher report a kill it has not reported yet. A
+        failure is logged and never keeps an exit from being reported.
+        """
+        watcher = self.environment.oomWatcher
+        if watcher is None:
+            return
+        try:
+            watcher.check(self.id)
+        except Exception:
+            self.log.failure("checking container {id} for OOM kills", id=self.id)
 
     def _killedAll(self, result: object, paused: bool) -> None:
         """
