@@ -295,21 +295,17 @@ class E2EMixin(_Base):
         C{Shutdown} the process exits once its shutdown callbacks have run,
         without waiting for that goroutine
         (C{cmd/containerd-shim-runc-v2/task/service.go}, C{pkg/shim/shim.go}
-        since containerd PR 9230). When that runtime's task exit was seen and
-        its delete never came, the test skips with that cause; shimd
-        publishes every event before it exits, and its tests fail instead.
+        since containerd PR 9230). shimd publishes every event before it
+        exits.
         """
-        try:
-            return events.waitForTopic(containerID, "/tasks/delete", timeout)
-        except AssertionError:
-            exited = "/tasks/exit" in events.topics(containerID)
-            if self.runtime.losesTaskDelete and exited:
-                raise SkipTest(
-                    f"{self.runtime.binaryName} exited before publishing"
-                    f" /tasks/delete of {containerID}: it does not wait for"
-                    " its event forwarder at shutdown"
-                ) from None
-            raise
+        return self._waitForTaskEvent(
+            events,
+            containerID,
+            "/tasks/delete",
+            self.runtime.losesTaskDelete,
+            "it does not wait for its event forwarder at shutdown",
+            timeout,
+        )
 
     def waitForOOM(
         self, events: EventRecorder, containerID: str, timeout: float = 30.0
@@ -319,27 +315,45 @@ class E2EMixin(_Base):
 
         The Go shim misses it now and then on cgroup v2, with the cgroupfs
         driver as with systemd's (CI lost it once with containerd 2.1.9's,
-        for a container killed at 32 MiB): it watches
-        C{memory.events} from C{Start} on, and a container that the kernel
-        kills before the watch is armed, or whose cgroup is gone before the
-        watcher reads the file, leaves no event (containerd issue 8893;
-        pull requests 12405 and 12714 of containerd 2.3 arm it at
-        C{Create} and send it before the exit). When that runtime's task
-        exit was seen and its OOM event never came, the test skips with
-        that cause; shimd arms its watch at C{Create}, and its tests fail
-        instead.
+        for a container killed at 32 MiB): it watches C{memory.events} from
+        C{Start} on, and a container that the kernel kills before the watch
+        is armed, or whose cgroup is gone before the watcher reads the file,
+        leaves no event (containerd issue 8893; pull requests 12405 and
+        12714 of containerd 2.3 arm it at C{Create} and send it before the
+        exit). shimd arms its watch at C{Create}.
+        """
+        return self._waitForTaskEvent(
+            events,
+            containerID,
+            "/tasks/oom",
+            self.runtime.losesOOM,
+            "its known race (containerd issue 8893, pull requests 12405 and 12714)",
+            timeout,
+        )
+
+    def _waitForTaskEvent(
+        self,
+        events: EventRecorder,
+        containerID: str,
+        topic: str,
+        knownLoss: bool,
+        cause: str,
+        timeout: float,
+    ) -> Event:
+        """
+        Wait for the shim's C{topic} about C{containerID}. When it never
+        comes, a runtime known to lose it (C{knownLoss}) whose task exit was
+        seen has the test skip, saying C{cause}; any other runtime (shimd)
+        fails it.
         """
         try:
-            return events.waitForTopic(containerID, "/tasks/oom", timeout)
+            return events.waitForTopic(containerID, topic, timeout)
         except AssertionError:
-            exited = "/tasks/exit" in events.topics(containerID)
-            if self.runtime.losesOOM and exited:
-                raise SkipTest(
-                    f"{self.runtime.binaryName} lost /tasks/oom of"
-                    f" {containerID}, its known race (containerd issue 8893,"
-                    " pull requests 12405 and 12714)"
-                ) from None
-            raise
+            if not (knownLoss and "/tasks/exit" in events.topics(containerID)):
+                raise
+            raise SkipTest(
+                f"{self.runtime.binaryName} lost {topic} of {containerID}: {cause}"
+            ) from None
 
     def assertOOMBeforeExit(self, events: EventRecorder, containerID: str) -> None:
         """
